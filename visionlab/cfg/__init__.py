@@ -1,0 +1,162 @@
+"""Configs: one default YAML per task (the single source of truth), validated by a pydantic model.
+
+Precedence: task default YAML < ``cfg=my.yaml`` < ``key=value`` overrides. Unknown keys are an error
+that names the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+CFG_DIR = Path(__file__).parent
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem (unknown key, bad value, unreadable file)."""
+
+
+class BaseConfig(BaseModel):
+    """Keys shared by every task. No defaults here on purpose: the task YAML holds them."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    task: str
+    data: str
+    split: str
+    imgsz: tuple[int, int]
+    fraction: float
+    cache: bool
+    workers: int
+    augment: bool
+    model: str
+    pretrained: str | None
+    epochs: int
+    batch: int
+    optimizer: str
+    lr: float
+    lrf: float
+    momentum: float
+    weight_decay: float
+    warmup_epochs: float
+    grad_clip: float
+    patience: int
+    amp: bool
+    channels_last: bool
+    val: bool
+    resume: bool
+    device: str
+    seed: int
+    deterministic: bool
+    project: str
+    name: str
+    exist_ok: bool
+    plots: bool
+    threads: int
+    mlflow: bool
+    mlflow_uri: str | None
+    tensorboard: bool
+    source: str | None
+
+    @field_validator("imgsz", mode="before")
+    @classmethod
+    def _square(cls, v: Any) -> Any:
+        if isinstance(v, int):
+            return (v, v)
+        if isinstance(v, str) and "x" in v:  # "256x512"
+            return tuple(int(p) for p in v.lower().split("x"))
+        return v
+
+    @field_validator("imgsz")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 32:
+            raise ValueError(f"imgsz {list(v)} is too small: need at least 32 pixels per side")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: str) -> str:
+        if v.lower() not in ("adamw", "adam", "sgd"):
+            raise ValueError(f"optimizer '{v}' is not one of adamw, adam, sgd")
+        return v.lower()
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("fraction must be in (0, 1]")
+        return v
+
+    @field_validator("epochs", "batch")
+    @classmethod
+    def _at_least_one(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "imgsz=[128,256]"]`` -> ``{"epochs": 3, "imgsz": [128, 256]}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"argument '{arg}' is not key=value (e.g. epochs=10)")
+        key, raw = arg.split("=", 1)
+        key = key.strip().lstrip("-").replace("-", "_")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        # keep data specs and paths as strings even if YAML reads them otherwise
+        out[key] = raw if key in ("data", "model", "source", "name", "project", "pretrained") and raw else value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value")
+    return loaded
+
+
+def default_config(task: str) -> dict[str, Any]:
+    return read_yaml(CFG_DIR / f"{task}.yaml")
+
+
+def check_keys(keys: list[str], valid: list[str], where: str) -> None:
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+            raise ConfigError(f"unknown setting '{key}' in {where}{hint}")
+
+
+def build_config(cls: type[BaseConfig], task: str, overrides: dict[str, Any]) -> BaseConfig:
+    """Merge defaults, an optional ``cfg=`` file and overrides, then validate."""
+    values = default_config(task)
+    valid = list(values) + ["cfg"]
+    overrides = dict(overrides)
+    check_keys(list(overrides), valid, "the command line")
+    if cfg_file := overrides.pop("cfg", None):
+        user = read_yaml(cfg_file)
+        check_keys(list(user), valid, str(cfg_file))
+        values.update(user)
+    values.update(overrides)
+    values["task"] = task
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(f"invalid value for '{key}': {err['msg']} (got {err.get('input')!r})") from None

@@ -1,0 +1,189 @@
+"""Command line: ``visionlab TASK MODE key=value ...`` plus ``data``, ``compare``, ``runs``, ``models``.
+
+Every user-facing error is one red line naming the file or key at fault (VISIONLAB_DEBUG=1 shows the
+traceback); exit code 2 for bad input, 1 for a failed check.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from visionlab.utils.progress import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="visionlab: train, evaluate and use vision models. Usage: visionlab TASK MODE key=value ...")
+data_app = typer.Typer(no_args_is_help=True, help="Check and benchmark datasets.")
+app.add_typer(data_app, name="data")
+
+KV_HELP = "Settings as key=value (see the task's default YAML, e.g. `visionlab segment cfg`)."
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from visionlab.cfg import ConfigError
+    from visionlab.data.io import DataError
+    from visionlab.utils.checkpoint import CheckpointError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, FileNotFoundError]
+    try:
+        from visionlab.models.pretrained import PretrainedError
+
+        errors.append(PretrainedError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; turn known user errors into one clear line and exit code 2."""
+    try:
+        return fn()
+    except _user_errors() as e:
+        if os.environ.get("VISIONLAB_DEBUG"):
+            raise
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/] (resume with resume=true)")
+        raise typer.Exit(130) from None
+
+
+def _config(task_name: str, args: list[str], mode: str) -> tuple[Any, Any]:
+    from visionlab.cfg import build_config, parse_overrides
+    from visionlab.tasks.base import get_task
+
+    task = get_task(task_name)
+    overrides = parse_overrides(args or [])
+    if mode in ("val", "predict"):
+        overrides = _inherit_from_checkpoint(overrides)
+        overrides.setdefault("name", mode)
+    cfg = build_config(task.config_cls, task_name, overrides)
+    return task, cfg
+
+
+def _inherit_from_checkpoint(overrides: dict[str, Any]) -> dict[str, Any]:
+    """val/predict use the checkpoint's training imgsz (and void handling) unless given explicitly."""
+    from visionlab.engine.model_io import resolve_weights
+    from visionlab.utils.checkpoint import load_checkpoint
+
+    if "model" not in overrides:
+        from visionlab.cfg import ConfigError
+
+        raise ConfigError("this mode needs model=PATH (a weights .safetensors file or a run folder)")
+    _, meta, _ = load_checkpoint(resolve_weights(overrides["model"]))
+    trained = meta.get("config", {})
+    for key in ("imgsz", "ignore_void"):
+        if key in trained and key not in overrides:
+            overrides[key] = trained[key]
+    return overrides
+
+
+def _task_app(task_name: str, title: str) -> typer.Typer:
+    sub = typer.Typer(no_args_is_help=True, help=title)
+
+    @sub.command(help=f"Train a {task_name} model. e.g. `visionlab {task_name} train epochs=5 imgsz=128`")
+    def train(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP)) -> None:
+        from visionlab.engine.trainer import train as run_train
+
+        _guarded(lambda: run_train(*_config(task_name, args, "train")))
+
+    @sub.command(help=f"Evaluate a checkpoint. e.g. `visionlab {task_name} val model=runs/{task_name}/train split=val`")
+    def val(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP)) -> None:
+        from visionlab.engine.evaluator import run_val
+
+        _guarded(lambda: run_val(*_config(task_name, args, "val")))
+
+    @sub.command(help=f"Predict on an image, folder or dataset. e.g. `visionlab {task_name} predict model=PATH source=img.png`")
+    def predict(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP)) -> None:
+        from visionlab.engine.evaluator import run_predict
+
+        def go() -> Any:
+            extra = list(args or [])
+            if extra and "=" not in extra[0]:  # `predict SOURCE model=...` form
+                extra[0] = f"source={extra[0]}"
+            return run_predict(*_config(task_name, extra, "predict"))
+
+        _guarded(go)
+
+    @sub.command(help="Print the default settings (the task's YAML).")
+    def cfg() -> None:
+        from visionlab.cfg import CFG_DIR
+
+        console.print((CFG_DIR / f"{task_name}.yaml").read_text(), markup=False, highlight=False)
+
+    return sub
+
+
+app.add_typer(_task_app("segment", "Semantic segmentation into the 8 Cityscapes categories."), name="segment")
+
+
+@data_app.command("check", help="Scan a dataset (e.g. camvid:DIR or a folder): names every bad file, writes a manifest.")
+def data_check(
+    path: str = typer.Argument(..., help="dataset spec or folder: camvid:DIR, cityscapes:DIR, folder:DIR, DIR, data.yaml"),
+    out: Optional[Path] = typer.Option(None, help="manifest JSON path (default runs/data/<name>_manifest.json)"),
+) -> None:
+    from visionlab.data.check import run_check
+
+    code = _guarded(lambda: run_check(path, out, console))
+    raise typer.Exit(code)
+
+
+@data_app.command("bench", help="Data-loading speed in images/s. e.g. `visionlab data bench data=camvid:DIR workers=2`")
+def data_bench(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP),
+               batches: int = typer.Option(20, help="batches to time (after one warm-up batch)")) -> None:
+    from visionlab.engine.databench import bench
+
+    _guarded(lambda: bench(*_config("segment", args, "train"), batches=batches))
+
+
+@app.command(help="Compare runs: a table (markdown + CSV) of metrics, params, time, memory, speed.")
+def compare(
+    runs: list[str] = typer.Argument(..., help="run folders, or folders of runs such as runs/segment"),
+    out: Optional[Path] = typer.Option(None, help="write OUT.md and OUT.csv (default runs/compare)"),
+) -> None:
+    from visionlab.engine.compare import compare as do_compare
+    from visionlab.engine.compare import print_table
+
+    target = out or Path("runs") / "compare"
+
+    def go() -> None:
+        columns, records = do_compare(runs, target)
+        print_table(columns, records, console, f"{len(records)} runs")
+        console.print(f"written {target.with_suffix('.md')} and {target.with_suffix('.csv')}")
+
+    _guarded(go)
+
+
+@app.command("runs", help="List runs under a folder (default runs/) with their key metrics.")
+def list_runs(root: str = typer.Argument("runs", help="folder holding task/run folders")) -> None:
+    from visionlab.engine.compare import compare as do_compare
+    from visionlab.engine.compare import print_table
+
+    def go() -> None:
+        columns, records = do_compare([root], None)
+        keep = ["run", "task", "model", "data", "epochs", "fitness", "train_min", "status"]
+        print_table([c for c in columns if c in keep], records, console, f"runs in {root}")
+
+    _guarded(go)
+
+
+@app.command(help="List the registered models of each task.")
+def models() -> None:
+    from visionlab.models.registry import list_models
+    from visionlab.tasks.base import task_names
+
+    for name in task_names():
+        console.print(f"[bold]{name}[/]: {', '.join(list_models(name))}")
+
+
+def main() -> None:
+    app(prog_name="visionlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""``visionlab compare`` and ``visionlab runs``: one table over run folders, from their records
+(results.json written at the end of training, else the last row of metrics.csv)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from visionlab.utils.files import atomic_write_text
+
+BASE_COLUMNS = ["run", "task", "model", "data", "epochs", "fitness", "params_M", "train_min", "peak_mem_mb",
+                "infer_ms"]
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Run folders among ``paths`` (a run folder, or a folder of run folders such as runs/segment)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.yaml").is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(d for d in p.rglob("config.yaml") if (d.parent / "weights").is_dir())
+            found = [f.parent if f.name == "config.yaml" else f for f in found]
+    return sorted(set(found), key=lambda d: str(d))
+
+
+def read_record(run: Path) -> dict[str, Any]:
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    rec: dict[str, Any] = {"run": str(run), "task": cfg.get("task"), "model": cfg.get("model"),
+                           "data": cfg.get("data"), "epochs": cfg.get("epochs")}
+    results_file = run / "results.json"
+    if results_file.is_file():
+        res = json.loads(results_file.read_text())
+        metrics = res.get("val", {})
+        rec.update({"model": res.get("model", rec["model"]), "params_M": round(res["params"] / 1e6, 3),
+                    "train_min": round(res["train_time_s"] / 60, 2), "peak_mem_mb": res.get("peak_mem_mb"),
+                    "infer_ms": round(res["inference_ms"]["p50"], 2), "status": "done"})
+    else:  # unfinished run: last epoch's numbers
+        rows = list(csv.DictReader(open(run / "metrics.csv"))) if (run / "metrics.csv").is_file() else []
+        metrics = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if v not in ("", None)}
+        rec.update({"train_min": round(sum(float(r["time_s"]) for r in rows) / 60, 2) if rows else None,
+                    "peak_mem_mb": metrics.get("peak_mem_mb"), "status": f"epoch {len(rows)}"})
+    from visionlab.tasks.base import get_task
+
+    try:
+        fitness_key = get_task(rec["task"]).fitness_key
+    except ValueError:
+        fitness_key = None
+    rec["fitness"] = metrics.get(fitness_key) if fitness_key else None
+    rec["fitness_key"] = fitness_key
+    rec.update({k: v for k, v in metrics.items() if "/" in k and not k.startswith(("dice/", "train/", "val/"))
+                or k in ("pixel_acc", "mdice", "miou")})
+    return rec
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return "" if v is None else str(v)
+
+
+def compare(paths: list[str], out: Path | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    runs = find_runs(paths)
+    if not runs:
+        raise FileNotFoundError(f"no run folders (with config.yaml) under: {' '.join(paths)}")
+    records = [read_record(r) for r in runs]
+    extra = sorted({k for r in records for k in r if k not in BASE_COLUMNS and k not in ("status", "fitness_key")})
+    columns = BASE_COLUMNS + extra + ["status"]
+    if out is not None:
+        md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        md += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in records]
+        atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
+        lines = [",".join(columns)] + [",".join(_fmt(r.get(c)) for c in columns) for r in records]
+        atomic_write_text(out.with_suffix(".csv"), "\n".join(lines) + "\n")
+    return columns, records
+
+
+def print_table(columns: list[str], records: list[dict[str, Any]], console: Any, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c.replace("iou/", ""), overflow="fold")
+    for r in records:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    console.print(table)

@@ -1,0 +1,83 @@
+"""torchrun / DistributedDataParallel plumbing: rank info, process group, sharding without duplicates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def setup(device_spec: str) -> torch.device:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA) and pick the device."""
+    from visionlab.utils.runtime import select_device
+
+    device = select_device(device_spec)
+    if device.type == "cuda" and world_size() > 1:
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's value on every rank (e.g. the auto-incremented run folder)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def mean_across_ranks(value: float, device: torch.device) -> float:
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item() / dist.get_world_size())
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+class ShardSampler(Sampler[int]):
+    """Every index exactly once across ranks (rank r takes r, r+W, ...): no padding duplicates, so
+    metrics reduced across ranks equal the single-process ones. Used for evaluation and pseudo-labelling."""
+
+    def __init__(self, length: int, num_replicas: int | None = None, rank_: int | None = None):
+        self.length = length
+        self.num_replicas = num_replicas if num_replicas is not None else world_size()
+        self.rank = rank_ if rank_ is not None else rank()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))

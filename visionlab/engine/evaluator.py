@@ -1,0 +1,139 @@
+"""Evaluation (``val`` mode and the per-epoch validation), end-of-run report, and ``predict`` mode."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from visionlab.engine import distributed as dist
+from visionlab.engine.model_io import load_model
+from visionlab.tasks.base import Metrics, Task
+from visionlab.utils.files import atomic_write_json
+from visionlab.utils.progress import console, track
+from visionlab.utils.runtime import configure_cpu, increment_path, peak_memory_mb
+
+
+def make_eval_loader(task: Task, dataset: Dataset, cfg: Any, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=cfg.batch, sampler=dist.ShardSampler(len(dataset)), num_workers=cfg.workers,
+        collate_fn=task.collate, pin_memory=device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, task: Task, cfg: Any, device: torch.device,
+             loss_fn: nn.Module | None = None) -> tuple[dict[str, float], Metrics]:
+    """Metrics of ``model`` over ``loader`` (reduced across DDP ranks); adds ``loss`` if loss_fn is given."""
+    model.eval()
+    metrics = task.new_metrics(cfg, device)
+    loss_sum, seen = 0.0, 0
+    for batch in track(loader, total=len(loader), description="  val"):
+        batch = task.preprocess(batch, device, cfg)
+        with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
+            outputs = model(batch["image"])
+        metrics.update(outputs.float(), batch)
+        if loss_fn is not None and isinstance(batch.get("target"), torch.Tensor) \
+                and batch["target"].shape[-2:] == outputs.shape[-2:]:
+            loss_sum += loss_fn(outputs.float(), batch).item() * len(outputs)
+            seen += len(outputs)
+    results = metrics.compute()
+    if loss_fn is not None and (seen or dist.world_size() > 1):
+        results["loss"] = dist.mean_across_ranks(loss_sum / max(seen, 1), device)
+    return results, metrics
+
+
+@torch.no_grad()
+def inference_ms(model: nn.Module, imgsz: tuple[int, int], device: torch.device, warmup: int = 3,
+                 repeats: int = 10) -> dict[str, float]:
+    """Batch-1 latency: warm-up, CUDA sync, median and spread of ``repeats`` timed calls."""
+    model.eval()
+    x = torch.randn(1, 3, *imgsz, device=device)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"p50": statistics.median(times), "p95": times[min(len(times) - 1, int(0.95 * len(times)))],
+            "min": times[0]}
+
+
+def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, device: torch.device,
+               train_seconds: float, tracker: Any) -> dict[str, Any]:
+    """Evaluate weights/best on the val split, write plots and results.json, log them to the tracker."""
+    from visionlab.plots import plot_curves
+
+    plots: list[Path] = []
+    if cfg.plots and (run_dir / "metrics.csv").is_file():
+        plots.append(plot_curves(run_dir / "metrics.csv", run_dir / "curves.png"))
+    best = run_dir / "weights" / "best.safetensors"
+    model, meta = load_model(best, device)
+    results: dict[str, Any] = {"task": task.name, "model": meta["arch"], "arch_kwargs": meta["arch_kwargs"],
+                               "params": meta["params"], "best_epoch": meta["epoch"], "epochs": cfg.epochs,
+                               "train_time_s": round(train_seconds, 1), "data": cfg.data, "imgsz": list(cfg.imgsz)}
+    if val_set is not None:
+        metrics, state = evaluate(model, make_eval_loader(task, val_set, cfg, device), task, cfg, device)
+        results["val"] = metrics
+        state.report(console)
+        if cfg.plots:
+            plots += state.save_plots(run_dir)
+            plots += task.save_visuals(model, val_set, run_dir, cfg, device)
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    results["peak_mem_mb"] = max((float(r["peak_mem_mb"]) for r in rows), default=peak_memory_mb(device))
+    results["inference_ms"] = inference_ms(model, tuple(cfg.imgsz), device)
+    atomic_write_json(run_dir / "results.json", results)
+    tracker.log_final(results, plots, best)
+    console.print(f"results, plots and weights in [bold]{run_dir}[/]")
+    return results
+
+
+def run_val(task: Task, cfg: Any) -> dict[str, float]:
+    """``visionlab TASK val model=... data=... split=...``: prints and returns the metrics."""
+    device = dist.setup(cfg.device)
+    configure_cpu(cfg.threads)
+    model, meta = load_model(cfg.model, device, task=task.name)
+    dataset = task.build_dataset(cfg, cfg.split, train=False)
+    metrics, state = evaluate(model, make_eval_loader(task, dataset, cfg, device), task, cfg, device)
+    if dist.is_main():
+        console.print(f"[bold]{task.name} val[/] {meta['path']} on {cfg.data} split={cfg.split} "
+                      f"({len(dataset)} images, imgsz {list(cfg.imgsz)})")
+        state.report(console)
+        if cfg.plots:
+            save_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+            save_dir.mkdir(parents=True, exist_ok=True)
+            state.save_plots(save_dir)
+            task.save_visuals(model, dataset, save_dir, cfg, device)
+            atomic_write_json(save_dir / "metrics.json", {"model": meta["path"], "data": cfg.data,
+                                                           "split": cfg.split, **metrics})
+            console.print(f"plots and metrics.json in {save_dir}")
+    dist.cleanup()
+    return metrics
+
+
+def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
+    device = dist.setup(cfg.device)
+    configure_cpu(cfg.threads)
+    model, meta = load_model(cfg.model, device, task=task.name)
+    save_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+    summary = task.predict(model, meta, cfg, save_dir, device)
+    atomic_write_json(save_dir / "summary.json", summary)
+    console.print(f"{summary.get('images', 0)} predictions in [bold]{save_dir}[/]"
+                  + (f", {len(summary['skipped'])} skipped" if summary.get("skipped") else ""))
+    console.print(json.dumps(summary.get("category_share", {})))
+    return summary

@@ -1,0 +1,272 @@
+"""The training loop, task-agnostic and readable top to bottom (nanoGPT style).
+
+One run = one folder ``project/name`` holding config.yaml, env.json, train.log, metrics.csv, plots and
+weights/{best,last}.safetensors. Works single-process and under ``torchrun`` (DDP; rank 0 writes).
+Resume is exact: ``last`` carries optimizer/scheduler/scaler state and the history, and every epoch
+re-seeds its shuffle and augmentation from (seed, epoch), so a resumed run replays the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from visionlab.engine import distributed as dist
+from visionlab.engine.evaluator import evaluate, make_eval_loader
+from visionlab.engine.model_io import build_from_meta, looks_like_checkpoint, resolve_weights
+from visionlab.engine.tracking import Tracker
+from visionlab.models.registry import create_model
+from visionlab.tasks.base import Task
+from visionlab.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from visionlab.utils.files import atomic_write_text
+from visionlab.utils.progress import console, make_progress
+from visionlab.utils.runtime import (
+    configure_cpu, ensure_writable, increment_path, peak_memory_mb, seed_everything, write_env,
+)
+
+log = logging.getLogger("visionlab")
+
+
+def _run_dir(cfg: Any) -> Path:
+    base = Path(cfg.project) / cfg.name
+    if cfg.resume:
+        if not (base / "weights" / "last.safetensors").is_file():
+            raise CheckpointError(f"resume=true but {base}/weights/last.safetensors does not exist")
+        return base
+    return increment_path(base, cfg.exist_ok)
+
+
+def _setup_logging(run_dir: Path) -> None:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers = [handler]
+    log.setLevel(logging.INFO)
+
+
+def _build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    # no weight decay on norms and biases (1-D tensors), as in timm / nanoGPT
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt_cls(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, lrf: float) -> float:
+    """Linear warm-up from 0 to 1, then cosine decay from 1 to lrf (per optimizer step)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lrf + (1 - lrf) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _worker_init(worker_id: int) -> None:
+    # each worker's seed derives from the loader's per-epoch generator -> reproducible augmentation
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def _seed_epoch(cfg: Any, epoch: int, loader: DataLoader, generator: torch.Generator) -> None:
+    seed = cfg.seed * 1000 + epoch
+    torch.manual_seed(seed)
+    generator.manual_seed(seed)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    transform = getattr(loader.dataset, "transform", None)
+    if cfg.workers == 0 and transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed + 7919 * dist.rank())
+
+
+def _start_model(task: Task, cfg: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh model (+ pretrained encoder), or fine-tuning from a visionlab checkpoint."""
+    if looks_like_checkpoint(cfg.model):
+        state, meta, _ = load_checkpoint(resolve_weights(cfg.model))
+        model = build_from_meta(meta)
+        model.load_state_dict(state)
+        return model, {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"]}
+    arch, kwargs = task.model_spec(cfg)
+    model = create_model(arch, **kwargs)
+    task.load_pretrained(model, cfg)
+    return model, {"arch": arch, "arch_kwargs": kwargs}
+
+
+def train(task: Task, cfg: Any) -> Path:
+    """Train ``task`` with config ``cfg``; returns the run folder."""
+    device = dist.setup(cfg.device)
+    configure_cpu(cfg.threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+    main = dist.is_main()
+
+    # ---- run folder (rank 0 decides its name, checks the disk, records config and environment) ----
+    run_dir = None
+    if main:
+        run_dir = _run_dir(cfg)
+        ensure_writable(run_dir)
+        (run_dir / "weights").mkdir(exist_ok=True)
+        _setup_logging(run_dir)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        write_env(run_dir / "env.json")
+    run_dir = Path(dist.broadcast_object(str(run_dir)))
+
+    # ---- data ----
+    train_set = task.build_dataset(cfg, "train", train=True)
+    val_set = task.build_dataset(cfg, cfg.split, train=False) if cfg.val else None
+    generator = torch.Generator()
+    sampler = (DistributedSampler(train_set, shuffle=True, seed=cfg.seed, drop_last=True)
+               if dist.world_size() > 1 else RandomSampler(train_set, generator=generator))
+    batch = min(cfg.batch, len(train_set))
+    train_loader = DataLoader(
+        train_set, batch_size=batch, sampler=sampler, num_workers=cfg.workers, collate_fn=task.collate,
+        drop_last=len(train_set) >= 2 * batch,  # BatchNorm dislikes a last batch of 1
+        worker_init_fn=_worker_init, generator=generator, pin_memory=device.type == "cuda",
+    )
+    val_loader = make_eval_loader(task, val_set, cfg, device) if val_set is not None else None
+
+    # ---- model, optimizer, schedule, loss ----
+    model, arch = _start_model(task, cfg)
+    model = model.to(device)
+    if cfg.channels_last:  # NHWC: ~25% faster for depthwise/ConvNeXt-style encoders on CPU and GPU
+        model = model.to(memory_format=torch.channels_last)
+    ddp_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if dist.world_size() > 1 else model
+    optimizer = _build_optimizer(model, cfg)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup_steps, total_steps, cfg.lrf))
+    use_amp = cfg.amp and device.type == "cuda"  # bf16/fp16 autocast is slower than fp32 on most CPUs
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = task.build_loss(cfg, train_set).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    # ---- resume ----
+    start_epoch, best_fitness, stale, history, train_seconds = 0, -math.inf, 0, [], 0.0
+    if cfg.resume:
+        state, meta, ts = load_checkpoint(run_dir / "weights" / "last.safetensors", with_train_state=True)
+        model.load_state_dict(state)
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        scaler.load_state_dict(ts["scaler"])
+        start_epoch, best_fitness, stale = ts["epoch"] + 1, ts["best_fitness"], ts["stale"]
+        history, train_seconds = ts["history"], ts["train_seconds"]
+        if main:
+            console.print(f"resuming {run_dir} from epoch {start_epoch + 1}/{cfg.epochs}")
+
+    tracker = Tracker(cfg, run_dir, task.name) if main else None
+    if tracker:
+        tracker.start(cfg.model_dump(mode="json"))
+        console.print(f"[bold]{task.name} train[/] -> {run_dir}  ({arch['arch']}, {n_params / 1e6:.2f}M params, "
+                      f"{len(train_set)} train / {len(val_set) if val_set else 0} val images, device {device})")
+        log.info("run %s, %s, params %d, device %s", run_dir, arch, n_params, device)
+
+    meta = {"task": task.name, **arch, "imgsz": list(cfg.imgsz), "params": n_params,
+            "config": cfg.model_dump(mode="json")}
+    for epoch in range(start_epoch, cfg.epochs):
+        # ---- one epoch of training ----
+        _seed_epoch(cfg, epoch, train_loader, generator)
+        ddp_model.train()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0, loss_sum, seen = time.perf_counter(), 0.0, 0
+        with make_progress() as progress:
+            bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
+            for batch in train_loader:
+                batch = task.preprocess(batch, device, cfg)
+                images = batch["image"]
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss = loss_fn(ddp_model(images), batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; try a lower lr")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_sum += loss.item() * len(images)
+                seen += len(images)
+                progress.update(bar, advance=1, info=f"loss {loss_sum / seen:.4f}")
+        epoch_time = time.perf_counter() - t0
+        train_seconds += epoch_time
+        row: dict[str, Any] = {"epoch": epoch + 1, "train/loss": dist.mean_across_ranks(loss_sum / seen, device),
+                               "lr": optimizer.param_groups[0]["lr"]}
+
+        # ---- validation (every rank evaluates its shard; metrics are reduced) ----
+        if val_loader is not None:
+            metrics, _ = evaluate(ddp_model, val_loader, task, cfg, device, loss_fn=loss_fn)
+            row.update({f"val/{k}" if k == "loss" else k: v for k, v in metrics.items()})
+        fitness = row.get(task.fitness_key, -row["train/loss"])
+        fitness = -math.inf if fitness != fitness else fitness  # NaN never counts as an improvement
+        row.update({"time_s": round(epoch_time, 2), "peak_mem_mb": round(peak_memory_mb(device), 1)})
+        history.append(row)
+        improved = fitness > best_fitness
+        best_fitness, stale = (fitness, 0) if improved else (best_fitness, stale + 1)
+
+        # ---- checkpoints, metrics.csv, tracking (rank 0) ----
+        if main:
+            epoch_meta = {**meta, "epoch": epoch + 1, "metrics": row}
+            if improved:  # best is written only on improvement: last never replaces best with a worse model
+                save_checkpoint(run_dir / "weights" / "best.safetensors", model.state_dict(), epoch_meta)
+            save_checkpoint(run_dir / "weights" / "last.safetensors", model.state_dict(), epoch_meta, {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch, "best_fitness": best_fitness, "stale": stale,
+                "history": history, "train_seconds": train_seconds,
+            })
+            _write_metrics_csv(run_dir / "metrics.csv", history)
+            tracker.log_epoch(row, epoch + 1)
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items()
+                              if k in ("train/loss", "val/loss", task.fitness_key, "pixel_acc"))
+            console.print(f"epoch {epoch + 1}: {shown}  ({epoch_time:.1f}s){'  *best*' if improved else ''}")
+            log.info("epoch %d %s", epoch + 1, row)
+        if stale >= cfg.patience:
+            if main:
+                console.print(f"early stop: no improvement in {cfg.patience} epochs")
+            break
+
+    # ---- final evaluation of the best weights with plots ----
+    dist.barrier()
+    if main:
+        from visionlab.engine.evaluator import finish_run
+
+        finish_run(task, cfg, run_dir, val_set, device, train_seconds, tracker)
+        tracker.close()
+    dist.barrier()
+    dist.cleanup()
+    return run_dir
+
+
+def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    lines = [",".join(keys)]
+    for row in history:
+        lines.append(",".join("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row.get(k), float)
+                              else str(row[k]) for k in keys))
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,55 @@
+"""Segmentation losses: cross-entropy, class-balanced CE, Dice, CE+Dice, focal (Dice/focal from smp)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visionlab.data.categories import IGNORE_INDEX
+
+LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "focal")
+
+
+def balanced_weights(frequencies: np.ndarray, ignore: list[int] | None = None) -> torch.Tensor:
+    """ENet weighting w_c = 1 / ln(1.02 + f_c): rare categories count more, bounded at ~50x."""
+    f = np.asarray(frequencies, dtype=np.float64)
+    f = f / max(f.sum(), 1e-12)
+    w = 1.0 / np.log(1.02 + f)
+    for i in ignore or []:
+        w[i] = 0.0
+    present = w[w > 0]
+    return torch.tensor(w / present.mean() if present.size else w, dtype=torch.float32)
+
+
+class SegmentationLoss(nn.Module):
+    """``loss(logits, target)``; target holds category ids with IGNORE_INDEX for pixels to skip."""
+
+    def __init__(self, kind: str = "ce", class_weights: torch.Tensor | None = None):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"loss '{kind}' is not one of {', '.join(LOSSES)}")
+        if kind == "balanced_ce" and class_weights is None:
+            raise ValueError("loss 'balanced_ce' needs class weights from the training set's pixel frequencies")
+        self.kind = kind
+        self.register_buffer("class_weights", class_weights if kind == "balanced_ce" else None)
+        if kind in ("dice", "ce_dice"):
+            from segmentation_models_pytorch.losses import DiceLoss
+
+            self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
+        if kind == "focal":
+            from segmentation_models_pytorch.losses import FocalLoss
+
+            self.focal = FocalLoss(mode="multiclass", ignore_index=IGNORE_INDEX, gamma=2.0)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.kind == "focal":
+            return self.focal(logits, target)
+        if self.kind == "dice":
+            return self.dice(logits, target)
+        ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        if (target != IGNORE_INDEX).sum() == 0:  # all-ignored batch: CE is NaN, contribute nothing
+            ce = logits.sum() * 0.0
+        return ce + self.dice(logits, target) if self.kind == "ce_dice" else ce

@@ -1,0 +1,39 @@
+"""Model registry by decorator (timm style): ``@register_model`` on a builder, ``create_model(name)``.
+
+Builders construct architecture only; pretrained weights are applied separately
+(visionlab.models.pretrained), so a checkpoint alone can rebuild its model from (name, kwargs).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_TASK_OF: dict[str, str] = {}
+
+
+def register_model(task: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[fn.__name__] = fn
+        _TASK_OF[fn.__name__] = task
+        return fn
+
+    return wrap
+
+
+def list_models(task: str | None = None) -> list[str]:
+    return sorted(n for n in _MODELS if task is None or _TASK_OF[n] == task)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model '{name}' (and no such checkpoint file).{hint} Known models: {', '.join(list_models())}"
+        )
+    return _MODELS[name](**kwargs)

@@ -1,0 +1,3 @@
+"""Built-in tasks; importing this package registers them."""
+
+from visionlab.tasks import segment  # noqa: F401

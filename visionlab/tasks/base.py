@@ -1,0 +1,94 @@
+"""What a task is. The engine (trainer, evaluator, predictor, compare) only talks to this interface and
+never branches on task names: a task owns its config, data, model builder, loss, metrics, visuals and
+post-processing. A new task is one file that subclasses ``Task`` plus one ``register_task`` call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from visionlab.cfg import BaseConfig
+
+
+class Metrics(ABC):
+    """Accumulates predictions over an evaluation pass (reduced across ranks under DDP)."""
+
+    @abstractmethod
+    def update(self, outputs: torch.Tensor, batch: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Scalar metrics by name; must include the task's ``fitness_key``."""
+
+    def report(self, console: Any) -> None:
+        """Print a human-readable summary (tables) of the last compute()."""
+
+    def save_plots(self, save_dir: Path) -> list[Path]:
+        return []
+
+
+class Task(ABC):
+    name: str
+    config_cls: type[BaseConfig]
+    fitness_key: str  # metric that decides the best checkpoint (higher is better)
+
+    @abstractmethod
+    def build_dataset(self, cfg: BaseConfig, split: str, train: bool) -> Dataset: ...
+
+    @abstractmethod
+    def model_spec(self, cfg: BaseConfig) -> tuple[str, dict[str, Any]]:
+        """(registered model name, builder kwargs): stored in checkpoints to rebuild the model."""
+
+    def load_pretrained(self, model: nn.Module, cfg: BaseConfig) -> None:
+        """Apply ``cfg.pretrained`` weights to a freshly built model (default: nothing to do)."""
+
+    @abstractmethod
+    def build_loss(self, cfg: BaseConfig, train_set: Dataset) -> nn.Module:
+        """A module called as ``loss(outputs, batch) -> scalar tensor``."""
+
+    @abstractmethod
+    def new_metrics(self, cfg: BaseConfig, device: torch.device) -> Metrics: ...
+
+    @abstractmethod
+    def preprocess(self, batch: dict[str, Any], device: torch.device, cfg: BaseConfig) -> dict[str, Any]:
+        """Move a collated batch to ``device`` and normalise it; ``batch['image']`` is the model input."""
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return torch.utils.data.default_collate(samples)
+
+    def save_visuals(self, model: nn.Module, dataset: Dataset, save_dir: Path, cfg: BaseConfig,
+                     device: torch.device) -> list[Path]:
+        return []
+
+    @abstractmethod
+    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: BaseConfig, save_dir: Path,
+                device: torch.device) -> dict[str, Any]:
+        """Run on ``cfg.source`` and write outputs to ``save_dir``; returns a summary."""
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    from visionlab import tasks  # noqa: F401  (importing the package registers the built-in tasks)
+
+    if name not in _TASKS:
+        raise ValueError(f"unknown task '{name}'; available: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def task_names() -> list[str]:
+    from visionlab import tasks  # noqa: F401
+
+    return sorted(_TASKS)
