@@ -31,7 +31,7 @@ def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=12)
-    p.add_argument("--size", type=int, nargs=2, default=(192, 384), metavar=("H", "W"))
+    p.add_argument("--size", type=int, nargs=2, default=(176, 352), metavar=("H", "W"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cols", type=int, default=2, help="triplets per grid row")
     p.add_argument("--out", type=Path, default=ROOT / "docs/images/synthetic_grid.png")

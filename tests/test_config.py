@@ -89,12 +89,6 @@ def test_parse_overrides_specs_and_paths_stay_strings(arg, key, value):
     assert type(out[key]) is str
 
 
-@pytest.mark.xfail(
-    reason="BUG visionlab/cfg/__init__.py parse_overrides: for the string keys (data, model, source, name, "
-    "project, pretrained) the raw text is kept even when it is 'null', so pretrained=null / source=null give "
-    "the string 'null' instead of None (cannot switch off a pretrained set in a cfg= file)",
-    strict=True,
-)
 def test_parse_overrides_null_for_string_keys_is_none():
     assert parse_overrides(["pretrained=null", "source=null"]) == {"pretrained": None, "source": None}
 
@@ -129,7 +123,7 @@ def test_cfg_file_from_parsed_command_line(tmp_path):
     assert cfg.loss == "dice"
 
 
-def test_task_is_forced(tmp_path):
+def test_task_is_forced():
     assert build({"epochs": 2}).task == "segment"
 
 

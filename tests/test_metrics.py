@@ -212,12 +212,6 @@ def test_metrics_batched_tensor_target_larger_than_logits():
 # ---------------------------------------------------------------- import order
 
 
-@pytest.mark.xfail(
-    reason="BUG circular import: visionlab/metrics/segmentation.py:19 'from visionlab.tasks.base import Metrics' "
-    "runs visionlab/tasks/__init__.py, which imports tasks/segment.py, which imports SegmentationMetrics from "
-    "the half-initialised metrics module -> ImportError when visionlab.metrics.segmentation is imported first",
-    strict=True,
-)
 def test_metrics_module_imports_on_its_own():
     """``import visionlab.metrics.segmentation`` in a fresh interpreter (simulated by dropping the visionlab
     task/metrics modules from sys.modules; everything is restored afterwards)."""

@@ -8,8 +8,10 @@ import pytest
 from visionlab.data.categories import CATEGORY_NAMES
 from visionlab.data.synthetic import SKY_DEPTH, Scene, render_scene
 
-FLAT, CONSTRUCTION, OBJECT, HUMAN, SKY, VEHICLE = (CATEGORY_NAMES.index(n) for n in ("flat", "construction", "object", "human", "sky", "vehicle"))
+FLAT, CONSTRUCTION, OBJECT, HUMAN, SKY, VEHICLE = (
+    CATEGORY_NAMES.index(n) for n in ("flat", "construction", "object", "human", "sky", "vehicle"))
 SEEDS = range(30)
+pytestmark = pytest.mark.filterwarnings("error")  # e.g. NaN/inf arithmetic in the renderer
 
 
 @pytest.fixture(scope="module")

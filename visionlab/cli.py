@@ -28,8 +28,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from visionlab.cfg import ConfigError
     from visionlab.data.io import DataError
     from visionlab.utils.checkpoint import CheckpointError
+    from visionlab.utils.runtime import EnvironmentProblem
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, EnvironmentProblem,
+                                         FileNotFoundError]
     try:
         from visionlab.models.pretrained import PretrainedError
 

@@ -68,7 +68,7 @@ class BaseConfig(BaseModel):
         if isinstance(v, int):
             return (v, v)
         if isinstance(v, str) and "x" in v:  # "256x512"
-            return tuple(int(p) for p in v.lower().split("x"))
+            return tuple(int(p) for p in v.lower().split("x"))  # "96X160" too
         return v
 
     @field_validator("imgsz")
@@ -113,7 +113,8 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         # keep data specs and paths as strings even if YAML reads them otherwise
-        out[key] = raw if key in ("data", "model", "source", "name", "project", "pretrained") and raw else value
+        keep_text = key in ("data", "model", "source", "name", "project", "pretrained") and value is not None
+        out[key] = raw if keep_text else value
     return out
 
 

@@ -45,11 +45,11 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
+        if not (target != IGNORE_INDEX).any():  # all-ignored batch (e.g. a crop of void): contribute nothing
+            return logits.sum() * 0.0
         if self.kind == "focal":
             return self.focal(logits, target)
         if self.kind == "dice":
             return self.dice(logits, target)
         ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
-        if (target != IGNORE_INDEX).sum() == 0:  # all-ignored batch: CE is NaN, contribute nothing
-            ce = logits.sum() * 0.0
         return ce + self.dice(logits, target) if self.kind == "ce_dice" else ce

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES, VOID
-from visionlab.tasks.base import Metrics
+from visionlab.metrics.base import Metrics
 
 
 def scores_from_confusion(cm: np.ndarray, names: tuple[str, ...] = CATEGORY_NAMES) -> dict[str, float]:

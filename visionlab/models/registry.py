@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from visionlab.cfg import ConfigError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _TASK_OF: dict[str, str] = {}
 
@@ -33,7 +35,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"unknown model '{name}' (and no such checkpoint file).{hint} Known models: {', '.join(list_models())}"
         )
     return _MODELS[name](**kwargs)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionlab.cfg import ConfigError
 from visionlab.models.registry import register_model
 
 
@@ -89,7 +90,7 @@ def _smp(decoder: str, encoder: str, num_classes: int) -> nn.Module:
         # encoder_weights=None: never download; pretrained weights are applied from local files
         net = cls(encoder_name=f"tu-{encoder}", encoder_weights=None, classes=num_classes)
     except RuntimeError as e:  # timm raises RuntimeError for unknown model names
-        raise ValueError(f"encoder '{encoder}' is not a timm model usable as a {decoder} encoder: {e}") from None
+        raise ConfigError(f"encoder '{encoder}' is not a timm model usable as a {decoder} encoder: {e}") from None
     tf_weights = encoder.startswith("tf_")
     return Normalized(net, TF_MEAN if tf_weights else IMAGENET_MEAN, TF_STD if tf_weights else IMAGENET_STD)
 

@@ -12,7 +12,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.cfg import BaseConfig
+from visionlab.cfg import BaseConfig, ConfigError
 from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES, VOID, colorize
 from visionlab.losses.segmentation import SegmentationLoss, balanced_weights
 from visionlab.metrics.segmentation import SegmentationMetrics
@@ -68,7 +68,7 @@ class SegmentTask(Task):
         if cfg.model in ("fpn", "unet"):
             kwargs["encoder"] = cfg.encoder or "resnet18"
         elif cfg.encoder:
-            raise ValueError(f"encoder={cfg.encoder} only applies to the generic models fpn and unet, not {cfg.model}")
+            raise ConfigError(f"encoder={cfg.encoder} only applies to the generic models fpn and unet, not {cfg.model}")
         return cfg.model, kwargs
 
     def load_pretrained(self, model: nn.Module, cfg: SegmentConfig) -> None:

@@ -18,6 +18,10 @@ import numpy as np
 import torch
 
 
+class EnvironmentProblem(RuntimeError):
+    """The machine can't do what was asked: no CUDA, unwritable run folder, full disk."""
+
+
 def select_device(spec: str = "auto") -> torch.device:
     """``auto`` -> first CUDA device if present, else CPU. A clear error for unavailable CUDA."""
     spec = (spec or "auto").lower()
@@ -25,12 +29,12 @@ def select_device(spec: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={spec} requested but CUDA is not available on this machine; use device=cpu")
+            raise EnvironmentProblem(f"device={spec} requested but CUDA is not available on this machine; use device=cpu")
         idx = int(spec.split(":")[1]) if ":" in spec else 0
         if idx >= torch.cuda.device_count():
-            raise RuntimeError(f"device={spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise EnvironmentProblem(f"device={spec}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif spec != "cpu":
-        raise RuntimeError(f"device={spec} not understood: use auto, cpu, cuda or cuda:N")
+        raise EnvironmentProblem(f"device={spec} not understood: use auto, cpu, cuda or cuda:N")
     return torch.device(spec)
 
 
@@ -74,10 +78,10 @@ def ensure_writable(folder: Path, need_bytes: int = 50 * 2**20) -> None:
         probe.write_bytes(b"0" * 1024)
         probe.unlink()
     except OSError as e:
-        raise RuntimeError(f"run folder {folder} is not writable: {e.strerror or e}") from None
+        raise EnvironmentProblem(f"run folder {folder} is not writable: {e.strerror or e}") from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
-        raise RuntimeError(
+        raise EnvironmentProblem(
             f"only {free / 2**20:.0f} MiB free on the disk of {folder}; need at least {need_bytes / 2**20:.0f} MiB"
         )
 
