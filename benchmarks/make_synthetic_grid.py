@@ -1,6 +1,6 @@
 """Render docs/images/synthetic_grid.png: synthetic scenes as image | category mask | depth triplets.
 
-    python benchmarks/make_synthetic_grid.py [--n 12] [--size 192 384] [--seed 0] [--out PATH]
+    python benchmarks/make_synthetic_grid.py [--n 12] [--size 176 352] [--seed 0] [--out PATH]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch
 from visionlab.engine.distributed import ShardSampler
 from visionlab.engine.trainer import lr_factor
 from visionlab.utils import runtime
-from visionlab.utils.runtime import ensure_writable, increment_path, select_device
+from visionlab.utils.runtime import EnvironmentProblem, ensure_writable, increment_path, select_device
 
 # ---------------------------------------------------------------- lr_factor
 
@@ -145,7 +145,7 @@ def test_ensure_writable_read_only_folder(tmp_path):
             pytest.skip("chmod does not stop this user from writing (running as root?)")
         except PermissionError:
             pass
-        with pytest.raises(RuntimeError) as e:
+        with pytest.raises(EnvironmentProblem) as e:
             ensure_writable(folder, need_bytes=1)
         assert f"run folder {folder} is not writable" in str(e.value)
         assert "Permission denied" in str(e.value)
@@ -160,7 +160,7 @@ def test_ensure_writable_permission_error_message(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "write_bytes", refuse)
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(EnvironmentProblem) as e:
         ensure_writable(tmp_path / "x", need_bytes=1)
     assert str(e.value) == f"run folder {tmp_path / 'x'} is not writable: Permission denied"
 
@@ -168,14 +168,14 @@ def test_ensure_writable_permission_error_message(tmp_path, monkeypatch):
 def test_ensure_writable_parent_is_a_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(RuntimeError, match="is not writable"):
+    with pytest.raises(EnvironmentProblem, match="is not writable"):
         ensure_writable(blocker / "run", need_bytes=1)
 
 
 def test_ensure_writable_not_enough_space(tmp_path):
     free = shutil.disk_usage(tmp_path).free
     need = free + 2**40
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(EnvironmentProblem) as e:
         ensure_writable(tmp_path, need_bytes=need)
     msg = str(e.value)
     assert f"free on the disk of {tmp_path}" in msg
@@ -186,7 +186,7 @@ def test_ensure_writable_reports_free_space_from_disk_usage(tmp_path, monkeypatc
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(runtime.shutil, "disk_usage",
                         lambda p: type(usage)(usage.total, usage.used, 10 * 2**20))
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(EnvironmentProblem) as e:
         ensure_writable(tmp_path)  # default need: 50 MiB
     assert str(e.value) == f"only 10 MiB free on the disk of {tmp_path}; need at least 50 MiB"
     ensure_writable(tmp_path, need_bytes=10 * 2**20)  # exactly enough is fine
@@ -203,7 +203,7 @@ def no_cuda(monkeypatch):
 
 @pytest.mark.parametrize("spec", ["cuda", "cuda:0", "CUDA:1"])
 def test_select_device_cuda_without_cuda(no_cuda, spec):
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(EnvironmentProblem) as e:
         select_device(spec)
     assert "CUDA is not available" in str(e.value)
     assert "device=cpu" in str(e.value)
@@ -218,14 +218,14 @@ def test_select_device_auto_and_cpu(no_cuda):
 
 @pytest.mark.parametrize("spec", ["tpu", "mps", "gpu"])
 def test_select_device_unknown_raises(spec):
-    with pytest.raises(RuntimeError, match=f"device={spec} not understood"):
+    with pytest.raises(EnvironmentProblem, match=f"device={spec} not understood"):
         select_device(spec)
 
 
 def test_select_device_cuda_index_out_of_range(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(RuntimeError, match=r"device=cuda:1: only 1 CUDA device\(s\) present"):
+    with pytest.raises(EnvironmentProblem, match=r"device=cuda:1: only 1 CUDA device\(s\) present"):
         select_device("cuda:1")
     assert select_device("cuda:0") == torch.device("cuda", 0)
 

@@ -68,7 +68,7 @@ def test_compare_table(tiny_run: Path, tmp_path: Path) -> None:
     code, out = run_cli("compare", str(tiny_run.parent), "--out", str(out_base))
     assert code == 0, out
     md = (tmp_path / "cmp.md").read_text()
-    assert "miou" in md.lower() or "fitness" in md and "unet_mini" in md
+    assert "miou" in md and "iou/human" in md and "unet_mini" in md
     rows = list(csv.DictReader(open(tmp_path / "cmp.csv")))
     assert rows[0]["model"] == "unet_mini" and float(rows[0]["params_M"]) > 0 and float(rows[0]["infer_ms"]) > 0
 
@@ -123,4 +123,5 @@ def test_cityscapes_sample_predict_and_val(tiny_run: Path, tmp_path: Path) -> No
     root = shared_path("data", "cityscapes_sample")
     code, out = run_cli("segment", "val", f"model={tiny_run}", f"data=cityscapes:{root}", "split=val",
                         "workers=0", f"project={tmp_path}", "plots=false")
-    assert code == 0, out and "mIoU" in out
+    assert code == 0, out
+    assert "mIoU (7 categories)" in out

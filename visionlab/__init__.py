@@ -9,33 +9,29 @@ __version__ = "0.1.0"
 
 def train(task: str = "segment", **overrides: Any):
     """Python API: ``visionlab.train("segment", epochs=3, imgsz=128)`` -> run folder (Path)."""
-    from visionlab.cfg import build_config
     from visionlab.engine.trainer import train as _train
+    from visionlab.engine.trainer import train_config
     from visionlab.tasks.base import get_task
 
     t = get_task(task)
-    return _train(t, build_config(t.config_cls, task, overrides))
+    return _train(t, train_config(t, overrides))
 
 
 def val(task: str = "segment", **overrides: Any) -> dict[str, float]:
     """``visionlab.val("segment", model="runs/segment/train", data="camvid:DIR")`` -> metrics."""
-    from visionlab.cfg import build_config
-    from visionlab.engine.evaluator import run_val
+    from visionlab.engine.evaluator import eval_config, run_val
     from visionlab.tasks.base import get_task
 
     t = get_task(task)
-    overrides.setdefault("name", "val")
-    return run_val(t, build_config(t.config_cls, task, overrides))
+    return run_val(t, eval_config(t, overrides, "val"))
 
 
 def predict(task: str = "segment", **overrides: Any) -> dict[str, Any]:
-    from visionlab.cfg import build_config
-    from visionlab.engine.evaluator import run_predict
+    from visionlab.engine.evaluator import eval_config, run_predict
     from visionlab.tasks.base import get_task
 
     t = get_task(task)
-    overrides.setdefault("name", "predict")
-    return run_predict(t, build_config(t.config_cls, task, overrides))
+    return run_predict(t, eval_config(t, overrides, "predict"))
 
 
 def load_model(path: str, device: str = "cpu"):

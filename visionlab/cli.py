@@ -31,7 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from visionlab.utils.runtime import EnvironmentProblem
 
     errors: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, EnvironmentProblem,
-                                         FileNotFoundError]
+                                         FileNotFoundError, PermissionError, FloatingPointError]
     try:
         from visionlab.models.pretrained import PretrainedError
 
@@ -41,6 +41,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _guarded(fn: Callable[[], Any]) -> Any:
     """Run ``fn``; turn known user errors into one clear line and exit code 2."""
     try:
@@ -48,7 +54,10 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     except _user_errors() as e:
         if os.environ.get("VISIONLAB_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        message = str(e)
+        if "Original Traceback" in message:  # raised in a DataLoader worker: keep the original message only
+            message = message.rsplit(f"{type(e).__name__}: ", 1)[-1].strip()
+        console.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/] (resume with resume=true)")
@@ -56,33 +65,14 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 
 
 def _config(task_name: str, args: list[str], mode: str) -> tuple[Any, Any]:
-    from visionlab.cfg import build_config, parse_overrides
+    from visionlab.cfg import parse_overrides
+    from visionlab.engine.evaluator import eval_config
+    from visionlab.engine.trainer import train_config
     from visionlab.tasks.base import get_task
 
     task = get_task(task_name)
     overrides = parse_overrides(args or [])
-    if mode in ("val", "predict"):
-        overrides = _inherit_from_checkpoint(overrides)
-        overrides.setdefault("name", mode)
-    cfg = build_config(task.config_cls, task_name, overrides)
-    return task, cfg
-
-
-def _inherit_from_checkpoint(overrides: dict[str, Any]) -> dict[str, Any]:
-    """val/predict use the checkpoint's training imgsz (and void handling) unless given explicitly."""
-    from visionlab.engine.model_io import resolve_weights
-    from visionlab.utils.checkpoint import load_checkpoint
-
-    if "model" not in overrides:
-        from visionlab.cfg import ConfigError
-
-        raise ConfigError("this mode needs model=PATH (a weights .safetensors file or a run folder)")
-    _, meta, _ = load_checkpoint(resolve_weights(overrides["model"]))
-    trained = meta.get("config", {})
-    for key in ("imgsz", "ignore_void"):
-        if key in trained and key not in overrides:
-            overrides[key] = trained[key]
-    return overrides
+    return task, train_config(task, overrides) if mode == "train" else eval_config(task, overrides, mode)
 
 
 def _task_app(task_name: str, title: str) -> typer.Typer:
@@ -121,7 +111,14 @@ def _task_app(task_name: str, title: str) -> typer.Typer:
     return sub
 
 
-app.add_typer(_task_app("segment", "Semantic segmentation into the 8 Cityscapes categories."), name="segment")
+def _add_task_apps() -> None:
+    from visionlab.tasks.base import get_task, task_names
+
+    for name in task_names():
+        app.add_typer(_task_app(name, get_task(name).description), name=name)
+
+
+_add_task_apps()
 
 
 @data_app.command("check", help="Scan a dataset (e.g. camvid:DIR or a folder): names every bad file, writes a manifest.")

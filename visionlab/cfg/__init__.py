@@ -99,6 +99,13 @@ class BaseConfig(BaseModel):
             raise ValueError("must be >= 1")
         return v
 
+    @field_validator("workers", "threads", "patience")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
     """``["epochs=3", "imgsz=[128,256]"]`` -> ``{"epochs": 3, "imgsz": [128, 256]}`` (values parsed as YAML)."""

@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from visionlab.utils.files import atomic_write_json
 from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES
 from visionlab.data.io import DataError, read_bytes, read_image_bytes, read_label_bytes
 from visionlab.data.layouts import DataSpec, describe_ids, parse_data_spec, scan_split, valid_id_mask
@@ -232,24 +233,6 @@ def check_dataset(
     return problems, manifest
 
 
-def write_json_atomic(data: dict, out: Path) -> None:
-    """Write JSON to a temp file next to ``out`` then os.replace: readers never see half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Unique name in the same dir (os.replace must not cross filesystems); open(.., "x") keeps the
-    # umask permissions, unlike mkstemp's 0600.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def default_manifest_path(name: str) -> Path:
     # Relative to the cwd, never inside the dataset (it may be read-only or shared).
     return Path("runs") / "data" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name) or 'dataset'}_manifest.json"
@@ -291,7 +274,7 @@ def run_check(spec: str, out: Path | None, console: Console) -> int:
     console.print(freq)
 
     dest = Path(out) if out is not None else default_manifest_path(manifest["dataset"]["name"])
-    write_json_atomic(manifest, dest)
+    atomic_write_json(dest, manifest)
     verdict = "[green]no problems[/green]" if not problems else f"[red]{len(problems)} problem(s)[/red]"
     console.print(f"{verdict}; manifest ({len(manifest['files'])} file hashes) written to {dest}")
     return 0 if not problems else 1

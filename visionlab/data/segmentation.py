@@ -21,7 +21,7 @@ from visionlab.data.io import read_image, read_label
 from visionlab.data.transforms import train_transform
 from visionlab.utils.progress import track
 
-SYNTHETIC_VAL_SEED = 1_000_000  # val/test scenes never share seeds with train scenes
+SYNTHETIC_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}  # splits never share scenes
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -47,8 +47,12 @@ class SegmentationDataset(Dataset):
         self.split = split
         self.transform = train_transform(cfg) if train else None
         if self.spec.kind == "synthetic":
+            from visionlab.data.io import DataError
+
+            if split not in SYNTHETIC_SEED_BASE:
+                raise DataError(f"data=synthetic has splits train, val and test, not '{split}'")
             n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
-            base = 0 if split == "train" else SYNTHETIC_VAL_SEED
+            base = SYNTHETIC_SEED_BASE[split]
             self.items: list[Any] = [base + i for i in range(n)]
         else:
             self.items = list_pairs(self.spec, split)

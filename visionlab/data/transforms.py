@@ -33,9 +33,3 @@ def train_transform(cfg: Any) -> A.Compose:
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.06))], p=cfg.blur_noise)
         )
     return A.Compose(ops)
-
-
-def eval_transform(cfg: Any) -> A.Compose:
-    """Only the image is resized; metrics are computed against the label at its native size."""
-    h, w = cfg.imgsz
-    return A.Compose([A.Resize(h, w)])

@@ -16,14 +16,15 @@ BASE_COLUMNS = ["run", "task", "model", "data", "epochs", "fitness", "params_M",
 
 def find_runs(paths: list[str]) -> list[Path]:
     """Run folders among ``paths`` (a run folder, or a folder of run folders such as runs/segment)."""
-    found: list[Path] = []
+    found: set[Path] = set()
     for p in map(Path, paths):
         if (p / "config.yaml").is_file():
-            found.append(p)
+            found.add(p)
         elif p.is_dir():
-            found += sorted(d for d in p.rglob("config.yaml") if (d.parent / "weights").is_dir())
-            found = [f.parent if f.name == "config.yaml" else f for f in found]
-    return sorted(set(found), key=lambda d: str(d))
+            # a run has weights/last; MLflow's artifact copies (runs/mlartifacts/...) have no last
+            found.update(c.parent for c in p.rglob("config.yaml")
+                         if (c.parent / "weights" / "last.safetensors").is_file() and "mlartifacts" not in c.parts)
+    return sorted(found)
 
 
 def read_record(run: Path) -> dict[str, Any]:
@@ -47,13 +48,14 @@ def read_record(run: Path) -> dict[str, Any]:
     from visionlab.tasks.base import get_task
 
     try:
-        fitness_key = get_task(rec["task"]).fitness_key
+        task = get_task(rec["task"])
     except ValueError:
-        fitness_key = None
-    rec["fitness"] = metrics.get(fitness_key) if fitness_key else None
-    rec["fitness_key"] = fitness_key
-    rec.update({k: v for k, v in metrics.items() if "/" in k and not k.startswith(("dice/", "train/", "val/"))
-                or k in ("pixel_acc", "mdice", "miou")})
+        task = None
+    rec["fitness_key"] = task.fitness_key if task else None
+    rec["fitness"] = metrics.get(task.fitness_key) if task else None
+    shown = set(task.summary_keys) | set(task.compare_keys) if task else set()
+    prefixes = task.compare_prefixes if task else ()
+    rec.update({k: v for k, v in metrics.items() if k in shown or k.startswith(prefixes)})
     return rec
 
 

@@ -20,32 +20,38 @@ from visionlab.utils.progress import console, track
 from visionlab.utils.runtime import configure_cpu, increment_path, peak_memory_mb
 
 
-def make_eval_loader(task: Task, dataset: Dataset, cfg: Any, device: torch.device) -> DataLoader:
+def make_eval_loader(task: Task, dataset: Dataset, cfg: Any, device: torch.device,
+                     distributed: bool = True) -> DataLoader:
+    """``distributed``: this rank's shard only (metrics are then reduced); else the whole set."""
+    sampler = dist.ShardSampler(len(dataset)) if distributed else dist.ShardSampler(len(dataset), 1, 0)
     return DataLoader(
-        dataset, batch_size=cfg.batch, sampler=dist.ShardSampler(len(dataset)), num_workers=cfg.workers,
+        dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
         collate_fn=task.collate, pin_memory=device.type == "cuda",
     )
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, task: Task, cfg: Any, device: torch.device,
-             loss_fn: nn.Module | None = None) -> tuple[dict[str, float], Metrics]:
-    """Metrics of ``model`` over ``loader`` (reduced across DDP ranks); adds ``loss`` if loss_fn is given."""
+             loss_fn: nn.Module | None = None, distributed: bool = True) -> tuple[dict[str, float], Metrics]:
+    """Metrics of ``model`` over ``loader``, reduced across DDP ranks if ``distributed`` (then every rank
+    must call this); adds ``loss`` if loss_fn is given."""
     model.eval()
-    metrics = task.new_metrics(cfg, device)
+    distributed = distributed and dist.world_size() > 1
+    metrics = task.new_metrics(cfg, device, sync=distributed)
     loss_sum, seen = 0.0, 0
     for batch in track(loader, total=len(loader), description="  val"):
         batch = task.preprocess(batch, device, cfg)
         with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
             outputs = model(batch["image"])
         metrics.update(outputs.float(), batch)
-        if loss_fn is not None and isinstance(batch.get("target"), torch.Tensor) \
-                and batch["target"].shape[-2:] == outputs.shape[-2:]:
+        if loss_fn is not None and task.eval_loss_applies(outputs, batch):
             loss_sum += loss_fn(outputs.float(), batch).item() * len(outputs)
             seen += len(outputs)
     results = metrics.compute()
-    if loss_fn is not None and (seen or dist.world_size() > 1):
-        results["loss"] = dist.mean_across_ranks(loss_sum / max(seen, 1), device)
+    if loss_fn is not None:
+        loss_sum, seen = dist.sum_across_ranks([loss_sum, seen], device) if distributed else (loss_sum, seen)
+        if seen:
+            results["loss"] = loss_sum / seen
     return results, metrics
 
 
@@ -85,7 +91,9 @@ def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, dev
                                "params": meta["params"], "best_epoch": meta["epoch"], "epochs": cfg.epochs,
                                "train_time_s": round(train_seconds, 1), "data": cfg.data, "imgsz": list(cfg.imgsz)}
     if val_set is not None:
-        metrics, state = evaluate(model, make_eval_loader(task, val_set, cfg, device), task, cfg, device)
+        # rank 0 alone, over the whole val set (the other ranks wait at a barrier)
+        loader = make_eval_loader(task, val_set, cfg, device, distributed=False)
+        metrics, state = evaluate(model, loader, task, cfg, device, distributed=False)
         results["val"] = metrics
         state.report(console)
         if cfg.plots:
@@ -101,6 +109,25 @@ def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, dev
     tracker.log_final(results, plots, best)
     console.print(f"results, plots and weights in [bold]{run_dir}[/]")
     return results
+
+
+def eval_config(task: Task, overrides: dict[str, Any], mode: str) -> Any:
+    """Config for val/predict: needs model=; the checkpoint's training imgsz (and void handling) apply
+    unless given explicitly; outputs go to project/<mode>."""
+    from visionlab.cfg import ConfigError, build_config
+    from visionlab.engine.model_io import resolve_weights
+    from visionlab.utils.checkpoint import read_meta
+
+    overrides = dict(overrides)
+    if "model" not in overrides:
+        raise ConfigError(f"{mode} needs model=PATH (a weights .safetensors file or a run folder)")
+    meta = read_meta(resolve_weights(overrides["model"]))
+    trained = meta.get("config", {})
+    for key in task.inherit_from_checkpoint:
+        if key in trained and key not in overrides:
+            overrides[key] = trained[key]
+    overrides.setdefault("name", mode)
+    return build_config(task.config_cls, task.name, overrides)
 
 
 def run_val(task: Task, cfg: Any) -> dict[str, float]:
@@ -127,13 +154,26 @@ def run_val(task: Task, cfg: Any) -> dict[str, float]:
 
 
 def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
+    """``visionlab TASK predict``: under torchrun every rank takes its own shard of the images
+    (each image exactly once, as for pseudo-labelling); rank 0 merges the summaries."""
+    from visionlab.engine.sources import list_sources, output_names
+
     device = dist.setup(cfg.device)
     configure_cpu(cfg.threads)
     model, meta = load_model(cfg.model, device, task=task.name)
-    save_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
-    summary = task.predict(model, meta, cfg, save_dir, device)
-    atomic_write_json(save_dir / "summary.json", summary)
-    console.print(f"{summary.get('images', 0)} predictions in [bold]{save_dir}[/]"
-                  + (f", {len(summary['skipped'])} skipped" if summary.get("skipped") else ""))
-    console.print(json.dumps(summary.get("category_share", {})))
+    paths = list(zip(list_sources(cfg.source), output_names(list_sources(cfg.source))))
+    save_dir = Path(dist.broadcast_object(str(increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok))))
+    part = task.predict(model, meta, cfg, paths[dist.rank()::dist.world_size()], save_dir, device)
+    parts = dist.gather_objects(part)
+    summary: dict[str, Any] = {}
+    if dist.is_main():
+        summary = {"model": meta["path"], "source": cfg.source, "save_dir": str(save_dir),
+                   "images": sum(len(p["done"]) for p in parts), "skipped": [s for p in parts for s in p["skipped"]],
+                   "per_rank": [p["done"] for p in parts], **task.merge_predictions(parts)}
+        atomic_write_json(save_dir / "summary.json", summary)
+        console.print(f"{summary['images']} predictions in [bold]{save_dir}[/]"
+                      + (f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""))
+        for key, value in task.merge_predictions(parts).items():
+            console.print(f"{key}: {json.dumps(value)}")
+    dist.cleanup()
     return summary

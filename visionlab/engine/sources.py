@@ -15,7 +15,8 @@ def list_sources(source: str | None) -> list[Path]:
         raise DataError(f"source={source}: no such file or folder")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
-    if path.is_dir() and not (path / "leftImg8bit").is_dir() and not (path / "images").is_dir():
+    is_dataset = (path / "leftImg8bit").is_dir() or ((path / "images").is_dir() and (path / "masks").is_dir())
+    if path.is_dir() and not is_dataset:
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"source={source}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -28,8 +29,30 @@ def list_sources(source: str | None) -> list[Path]:
 
     spec = parse_data_spec(source)
     for split in ("val", "test", "train"):
-        try:
-            return [image for image, _ in list_pairs(spec, split)]
-        except DataError:
-            continue
-    raise DataError(f"source={source}: no split with images found")
+        if spec.kind == "synthetic":
+            break
+        if split in spec.splits or spec.root is not None and _split_exists(spec, split):
+            return [image for image, _ in list_pairs(spec, split)]  # real problems in a split are raised
+    raise DataError(f"source={source}: no val, test or train split with images found")
+
+
+def _split_exists(spec, split: str) -> bool:
+    from visionlab.data.layouts import scan_split
+
+    try:
+        return bool(scan_split(spec, split).pairs)
+    except DataError:
+        return False
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Unique output names: the file stem, or the path relative to the common folder when stems clash
+    (day1/IMG_1.jpg and day2/IMG_1.jpg -> day1__IMG_1, day2__IMG_1)."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    import os
+
+    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    return [str(p.relative_to(root).with_suffix("")).replace(os.sep, "__") + p.suffix.replace(".", "_")
+            if stems.count(p.stem) > 1 else p.stem for p in paths]

@@ -46,7 +46,9 @@ class Tracker:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RuntimeError("tensorboard=true needs the tensorboard package: pip install 'visionlab[tensorboard]'") from None
+                from visionlab.utils.runtime import EnvironmentProblem
+
+                raise EnvironmentProblem("tensorboard=true needs the tensorboard package: pip install 'visionlab[tensorboard]'") from None
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
     def start(self, params: dict[str, Any]) -> None:

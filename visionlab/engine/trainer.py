@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from visionlab.engine import distributed as dist
 from visionlab.engine.evaluator import evaluate, make_eval_loader
-from visionlab.engine.model_io import build_from_meta, looks_like_checkpoint, resolve_weights
+from visionlab.engine.model_io import load_model, looks_like_checkpoint
 from visionlab.engine.tracking import Tracker
 from visionlab.models.registry import create_model
 from visionlab.tasks.base import Task
@@ -35,6 +35,36 @@ from visionlab.utils.runtime import (
 )
 
 log = logging.getLogger("visionlab")
+
+
+# settings a resumed run may change; everything else comes from the interrupted run's config.yaml
+# (not workers: the augmentation stream depends on the worker count, so it would no longer replay exactly)
+RESUME_OVERRIDABLE = ("epochs", "patience", "device", "threads", "mlflow", "mlflow_uri", "tensorboard", "plots")
+
+
+def train_config(task: Task, overrides: dict[str, Any]) -> Any:
+    """The config of a training run. With ``resume=true`` it is the interrupted run's own config.yaml
+    (the run is named by ``model=RUN_DIR`` / ``model=.../weights/last.safetensors`` or by project/name)."""
+    from visionlab.cfg import ConfigError, build_config, read_yaml
+
+    if not overrides.get("resume"):
+        return build_config(task.config_cls, task.name, overrides)
+    ref = overrides.get("model")
+    if ref and Path(ref).is_file():
+        run_dir = Path(ref).parent.parent
+    elif ref and Path(ref).is_dir():
+        run_dir = Path(ref)
+    else:
+        defaults = build_config(task.config_cls, task.name, {k: v for k, v in overrides.items() if k != "resume"})
+        run_dir = Path(defaults.project) / defaults.name
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "weights" / "last.safetensors").is_file():
+        raise ConfigError(f"resume=true: {run_dir} is not an interrupted run (needs config.yaml and "
+                          "weights/last.safetensors); name it with model=RUN_DIR or project=... name=...")
+    saved = read_yaml(run_dir / "config.yaml")
+    saved.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE})
+    saved.update({"resume": True, "project": str(run_dir.parent), "name": run_dir.name})
+    saved.pop("task", None)
+    return build_config(task.config_cls, task.name, saved)
 
 
 def _run_dir(cfg: Any) -> Path:
@@ -78,7 +108,7 @@ def _worker_init(worker_id: int) -> None:
 
     import numpy as np
 
-    seed = torch.initial_seed() % 2**32
+    seed = (torch.initial_seed() + 7919 * dist.rank()) % 2**32  # ranks must not share augmentations
     random.seed(seed)
     np.random.seed(seed)
     info = torch.utils.data.get_worker_info()
@@ -101,10 +131,8 @@ def _seed_epoch(cfg: Any, epoch: int, loader: DataLoader, generator: torch.Gener
 def _start_model(task: Task, cfg: Any) -> tuple[nn.Module, dict[str, Any]]:
     """A fresh model (+ pretrained encoder), or fine-tuning from a visionlab checkpoint."""
     if looks_like_checkpoint(cfg.model):
-        state, meta, _ = load_checkpoint(resolve_weights(cfg.model))
-        model = build_from_meta(meta)
-        model.load_state_dict(state)
-        return model, {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"]}
+        model, meta = load_model(cfg.model, "cpu", task=task.name)
+        return model.train(), {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"]}
     arch, kwargs = task.model_spec(cfg)
     model = create_model(arch, **kwargs)
     task.load_pretrained(model, cfg)
@@ -135,10 +163,12 @@ def train(task: Task, cfg: Any) -> Path:
     generator = torch.Generator()
     sampler = (DistributedSampler(train_set, shuffle=True, seed=cfg.seed, drop_last=True)
                if dist.world_size() > 1 else RandomSampler(train_set, generator=generator))
-    batch = min(cfg.batch, len(train_set))
+    # batch is global: split over ranks; sizes come from this rank's share of the data
+    per_rank = len(sampler)
+    batch = min(max(1, cfg.batch // dist.world_size()), per_rank)
     train_loader = DataLoader(
         train_set, batch_size=batch, sampler=sampler, num_workers=cfg.workers, collate_fn=task.collate,
-        drop_last=len(train_set) >= 2 * batch,  # BatchNorm dislikes a last batch of 1
+        drop_last=per_rank >= 2 * batch,  # BatchNorm dislikes a last batch of 1
         worker_init_fn=_worker_init, generator=generator, pin_memory=device.type == "cuda",
     )
     val_loader = make_eval_loader(task, val_set, cfg, device) if val_set is not None else None
@@ -168,7 +198,8 @@ def train(task: Task, cfg: Any) -> Path:
         model.load_state_dict(state)
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
-        scaler.load_state_dict(ts["scaler"])
+        if use_amp and ts["scaler"]:  # a CPU run saved an empty scaler state
+            scaler.load_state_dict(ts["scaler"])
         start_epoch, best_fitness, stale = ts["epoch"] + 1, ts["best_fitness"], ts["stale"]
         history, train_seconds = ts["history"], ts["train_seconds"]
         if main:
@@ -219,7 +250,7 @@ def train(task: Task, cfg: Any) -> Path:
 
         # ---- validation (every rank evaluates its shard; metrics are reduced) ----
         if val_loader is not None:
-            metrics, _ = evaluate(ddp_model, val_loader, task, cfg, device, loss_fn=loss_fn)
+            metrics, _ = evaluate(model, val_loader, task, cfg, device, loss_fn=loss_fn)
             row.update({f"val/{k}" if k == "loss" else k: v for k, v in metrics.items()})
         fitness = row.get(task.fitness_key, -row["train/loss"])
         fitness = -math.inf if fitness != fitness else fitness  # NaN never counts as an improvement
@@ -231,8 +262,10 @@ def train(task: Task, cfg: Any) -> Path:
         # ---- checkpoints, metrics.csv, tracking (rank 0) ----
         if main:
             epoch_meta = {**meta, "epoch": epoch + 1, "metrics": row}
-            if improved:  # best is written only on improvement: last never replaces best with a worse model
-                save_checkpoint(run_dir / "weights" / "best.safetensors", model.state_dict(), epoch_meta)
+            best_path = run_dir / "weights" / "best.safetensors"
+            # best is written only on improvement (or if none exists yet, e.g. NaN metrics): never a worse model
+            if improved or not best_path.is_file():
+                save_checkpoint(best_path, model.state_dict(), epoch_meta)
             save_checkpoint(run_dir / "weights" / "last.safetensors", model.state_dict(), epoch_meta, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "best_fitness": best_fitness, "stale": stale,
@@ -241,23 +274,23 @@ def train(task: Task, cfg: Any) -> Path:
             _write_metrics_csv(run_dir / "metrics.csv", history)
             tracker.log_epoch(row, epoch + 1)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items()
-                              if k in ("train/loss", "val/loss", task.fitness_key, "pixel_acc"))
+                              if k in ("train/loss", "val/loss", *task.summary_keys))
             console.print(f"epoch {epoch + 1}: {shown}  ({epoch_time:.1f}s){'  *best*' if improved else ''}")
             log.info("epoch %d %s", epoch + 1, row)
-        if stale >= cfg.patience:
+        if 0 < cfg.patience <= stale:  # patience=0: no early stopping
             if main:
                 console.print(f"early stop: no improvement in {cfg.patience} epochs")
             break
 
-    # ---- final evaluation of the best weights with plots ----
+    # ---- final evaluation of the best weights with plots: rank 0 alone, after leaving the process group
+    # (no rank waits on a collective while it runs, however long it takes) ----
     dist.barrier()
+    dist.cleanup()
     if main:
         from visionlab.engine.evaluator import finish_run
 
         finish_run(task, cfg, run_dir, val_set, device, train_seconds, tracker)
         tracker.close()
-    dist.barrier()
-    dist.cleanup()
     return run_dir
 
 

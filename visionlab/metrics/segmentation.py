@@ -42,8 +42,9 @@ def scores_from_confusion(cm: np.ndarray, names: tuple[str, ...] = CATEGORY_NAME
 
 
 class SegmentationMetrics(Metrics):
-    def __init__(self, device: torch.device, num_classes: int = NUM_CATEGORIES):
-        self.cm = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, validate_args=False).to(device)
+    def __init__(self, device: torch.device, num_classes: int = NUM_CATEGORIES, sync: bool = True):
+        self.cm = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, validate_args=False,
+                                            sync_on_compute=sync).to(device)
         self.last: dict[str, float] = {}
         self.last_cm: np.ndarray | None = None
 

@@ -226,8 +226,10 @@ def load_encoder_weights(model: nn.Module, source: str | Path) -> dict[str, Any]
             note = "TF 'SAME'-trained weights in a symmetric-padding encoder: close to, not exactly, ImageNet features"
     else:
         src, name = read_state_dict(source), str(source)
-    if any(k.startswith("encoder.model.") for k in src):  # a saved smp segmentation model: take its encoder
-        src = {k[len("encoder.model."):]: v for k, v in src.items() if k.startswith("encoder.model.")}
+    for prefix in ("net.encoder.model.", "encoder.model."):  # a saved visionlab / smp model: take its encoder
+        if any(k.startswith(prefix) for k in src):
+            src = {k[len(prefix):]: v for k, v in src.items() if k.startswith(prefix)}
+            break
     if any(re.fullmatch(r"features\.\d+\.\d+\.layer_scale", k) for k in src):
         if any(".grn." in k for k in target):
             raise PretrainedError(

@@ -19,8 +19,17 @@ from visionlab.metrics.base import Metrics
 
 class Task(ABC):
     name: str
+    description: str = ""  # one line for `visionlab --help`
     config_cls: type[BaseConfig]
     fitness_key: str  # metric that decides the best checkpoint (higher is better)
+    summary_keys: tuple[str, ...] = ()  # metrics shown per epoch and in `visionlab compare` / `runs`
+    inherit_from_checkpoint: tuple[str, ...] = ("imgsz",)  # val/predict take these from the training config
+    compare_keys: tuple[str, ...] = ()  # extra metrics in `visionlab compare`
+    compare_prefixes: tuple[str, ...] = ()  # ... and every metric starting with one of these
+
+    def eval_loss_applies(self, outputs: torch.Tensor, batch: dict[str, Any]) -> bool:
+        """Whether the training loss can be computed on this evaluation batch."""
+        return True
 
     @abstractmethod
     def build_dataset(self, cfg: BaseConfig, split: str, train: bool) -> Dataset: ...
@@ -37,7 +46,8 @@ class Task(ABC):
         """A module called as ``loss(outputs, batch) -> scalar tensor``."""
 
     @abstractmethod
-    def new_metrics(self, cfg: BaseConfig, device: torch.device) -> Metrics: ...
+    def new_metrics(self, cfg: BaseConfig, device: torch.device, sync: bool = True) -> Metrics:
+        """``sync``: reduce over DDP ranks at compute()."""
 
     @abstractmethod
     def preprocess(self, batch: dict[str, Any], device: torch.device, cfg: BaseConfig) -> dict[str, Any]:
@@ -51,9 +61,14 @@ class Task(ABC):
         return []
 
     @abstractmethod
-    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: BaseConfig, save_dir: Path,
-                device: torch.device) -> dict[str, Any]:
-        """Run on ``cfg.source`` and write outputs to ``save_dir``; returns a summary."""
+    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: BaseConfig, items: list[tuple[Path, str]],
+                save_dir: Path, device: torch.device) -> dict[str, Any]:
+        """Predict on ``items`` ((image path, unique output name) pairs: this rank's shard), write outputs to
+        ``save_dir``; return ``{"done": [paths], "skipped": [reasons], ...}`` for ``merge_predictions``."""
+
+    def merge_predictions(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Task-specific summary over every rank's ``predict`` result."""
+        return {}
 
 
 _TASKS: dict[str, Task] = {}

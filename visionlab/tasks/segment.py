@@ -30,6 +30,27 @@ class SegmentConfig(BaseConfig):
     loss: str
     ignore_void: bool
 
+    @field_validator("synthetic_train", "synthetic_val")
+    @classmethod
+    def _scenes(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("need at least 1 scene")
+        return v
+
+    @field_validator("hflip", "blur_noise", "colour_jitter")
+    @classmethod
+    def _probability(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError("must be between 0 and 1")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("scale must be [low, high] with 0 < low <= high, e.g. [0.5, 1.5]")
+        return v
+
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
@@ -55,8 +76,18 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 class SegmentTask(Task):
     name = "segment"
+    description = "Semantic segmentation into the 8 Cityscapes categories."
     config_cls = SegmentConfig
     fitness_key = "miou"
+    summary_keys = ("miou", "pixel_acc")
+    compare_keys = ("mdice",)
+    compare_prefixes = ("iou/",)
+    inherit_from_checkpoint = ("imgsz", "ignore_void")
+
+    def eval_loss_applies(self, outputs: torch.Tensor, batch: dict[str, Any]) -> bool:
+        # native-size labels (val) differ from the network size: the loss is then not comparable
+        target = batch["target"]
+        return isinstance(target, torch.Tensor) and target.shape[-2:] == outputs.shape[-2:]
 
     def build_dataset(self, cfg: SegmentConfig, split: str, train: bool) -> Dataset:
         from visionlab.data.segmentation import SegmentationDataset
@@ -65,6 +96,9 @@ class SegmentTask(Task):
 
     def model_spec(self, cfg: SegmentConfig) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {"num_classes": NUM_CATEGORIES}
+        if cfg.model != "unet_mini" and any(s % 32 for s in cfg.imgsz):
+            raise ConfigError(f"imgsz={list(cfg.imgsz)}: model {cfg.model} needs sides that are multiples of 32 "
+                              f"(e.g. imgsz=[{32 * round(cfg.imgsz[0] / 32)},{32 * round(cfg.imgsz[1] / 32)}])")
         if cfg.model in ("fpn", "unet"):
             kwargs["encoder"] = cfg.encoder or "resnet18"
         elif cfg.encoder:
@@ -83,8 +117,8 @@ class SegmentTask(Task):
             weights = balanced_weights(train_set.category_frequencies(), ignore=[VOID] if cfg.ignore_void else [])
         return _LossOnBatch(SegmentationLoss(cfg.loss, weights))
 
-    def new_metrics(self, cfg: SegmentConfig, device: torch.device) -> Metrics:
-        return SegmentationMetrics(device)
+    def new_metrics(self, cfg: SegmentConfig, device: torch.device, sync: bool = True) -> Metrics:
+        return SegmentationMetrics(device, sync=sync)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         targets = [s["target"] for s in samples]
@@ -111,6 +145,7 @@ class SegmentTask(Task):
     def save_visuals(self, model: nn.Module, dataset: Dataset, save_dir: Path, cfg: SegmentConfig,
                      device: torch.device, n: int = 6) -> list[Path]:
         """Image | ground truth | prediction for the first ``n`` samples of ``dataset``."""
+        from visionlab.data.segmentation import resize_image
         from visionlab.plots import save_image_grid
 
         model.eval()
@@ -120,29 +155,27 @@ class SegmentTask(Task):
             image = sample["image"].permute(1, 2, 0).numpy()
             target = sample["target"].numpy()
             pred = predict_mask(model, image, device, target.shape)
-            shown = _resize_for_display(image, target.shape)
+            shown = resize_image(image, target.shape)
             rows.append([shown, overlay(shown, target), overlay(shown, pred)])
         if not rows:
             return []
         return [save_image_grid(rows, ["image", "ground truth", "prediction"], save_dir / "predictions.png")]
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: SegmentConfig, save_dir: Path,
-                device: torch.device) -> dict[str, Any]:
+    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: SegmentConfig, items: list[tuple[Path, str]],
+                save_dir: Path, device: torch.device) -> dict[str, Any]:
         from PIL import Image
 
         from visionlab.data.io import DataError, read_image
         from visionlab.data.segmentation import resize_image
-        from visionlab.engine.sources import list_sources
         from visionlab.utils.progress import console, track
 
         model.eval()
         (save_dir / "masks").mkdir(parents=True, exist_ok=True)
         (save_dir / "overlays").mkdir(parents=True, exist_ok=True)
-        done, skipped = 0, []
-        paths = list_sources(cfg.source)
+        done, skipped = [], []
         counts = np.zeros(NUM_CATEGORIES, dtype=np.int64)
-        for path in track(paths, total=len(paths), description="predict"):
+        for path, name in track(items, total=len(items), description="predict"):
             try:
                 image = read_image(path)
             except DataError as e:
@@ -150,19 +183,16 @@ class SegmentTask(Task):
                 console.print(f"[yellow]skipped[/] {e}")
                 continue
             mask = predict_mask(model, resize_image(image, tuple(cfg.imgsz)), device, image.shape[:2])
-            Image.fromarray(mask).save(save_dir / "masks" / f"{path.stem}.png")
-            Image.fromarray(overlay(image, mask)).save(save_dir / "overlays" / f"{path.stem}.jpg", quality=90)
+            Image.fromarray(mask).save(save_dir / "masks" / f"{name}.png")
+            Image.fromarray(overlay(image, mask)).save(save_dir / "overlays" / f"{name}.jpg", quality=90)
             counts += np.bincount(mask.ravel(), minlength=NUM_CATEGORIES)[:NUM_CATEGORIES]
-            done += 1
+            done.append(str(path))
+        return {"done": done, "skipped": skipped, "pixel_counts": counts.tolist()}
+
+    def merge_predictions(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        counts = np.sum([p["pixel_counts"] for p in parts], axis=0)
         share = counts / max(counts.sum(), 1)
-        return {"images": done, "skipped": skipped, "save_dir": str(save_dir),
-                "category_share": {n: round(float(s), 4) for n, s in zip(CATEGORY_NAMES, share)}}
-
-
-def _resize_for_display(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from visionlab.data.segmentation import resize_image
-
-    return resize_image(image, size)
+        return {"category_share": {n: round(float(s), 4) for n, s in zip(CATEGORY_NAMES, share)}}
 
 
 def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, out_size: tuple[int, int]) -> np.ndarray:

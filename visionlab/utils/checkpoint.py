@@ -13,15 +13,18 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from visionlab.utils.files import atomic_write
+
 
 FORMAT = "visionlab-checkpoint-v1"
 _TENSOR_TAG = "__tensor__:"
 
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, truncated or not a visionlab checkpoint."""
+
 
 def _pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
@@ -36,6 +39,7 @@ def _pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         return {"__tuple__": packed} if isinstance(obj, tuple) else packed
     return obj
 
+
 def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, str) and obj.startswith(_TENSOR_TAG):
         return tensors[obj[len(_TENSOR_TAG):]]
@@ -46,6 +50,7 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_unpack(v, tensors) for v in obj]
     return obj
+
 
 def save_checkpoint(
     path: str | Path,
@@ -60,16 +65,16 @@ def save_checkpoint(
         metadata["train_state"] = json.dumps(_pack(train_state, "train", tensors))
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
+
 def load_checkpoint(path: str | Path, with_train_state: bool = False) -> tuple[dict, dict, dict | None]:
     """Return (model_state, meta, train_state). Raises CheckpointError with the file name on any problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        tensors = load_file(str(path))
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if metadata.get("format") == FORMAT else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f"{path}: not a readable safetensors checkpoint (corrupt or truncated?): {e}"
@@ -84,3 +89,18 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> tuple[d
             raise CheckpointError(f"{path}: holds weights only, no trainer state to resume from")
         train_state = _unpack(json.loads(metadata["train_state"]), tensors)
     return model_state, meta, train_state
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint (corrupt or truncated?): {e}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a visionlab checkpoint (no '{FORMAT}' metadata)")
+    return json.loads(metadata["meta"])
