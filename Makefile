@@ -13,7 +13,6 @@ $(BIN)/python:
 
 # constraints.txt pins every package (torch==2.14.1 / torchvision==0.29.1 from the local mirror)
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install --upgrade pip setuptools wheel -c constraints.txt
 	$(BIN)/pip install -c constraints.txt -e ".[test,tensorboard]"
 	touch $@
 

@@ -22,6 +22,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def png(path: Path, arr: "np.ndarray") -> Path:
+    """Write ``arr`` as a PNG (parents created)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     """Invoke the CLI in-process; returns (exit code, output)."""
     from typer.testing import CliRunner

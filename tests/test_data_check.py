@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,9 @@ from visionlab.data import io as vio
 from visionlab.data.check import FREQ_NAMES, Problem, check_dataset, run_check
 from visionlab.data.io import DataError
 
+from conftest import png as _png, shared_path
+
 H, W = 40, 48
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data(sub: str) -> Path:
-    path = Path(os.environ.get("VISIONLAB_SHARED", REPO.parent / "shared")) / "data" / sub
-    if not path.is_dir():
-        pytest.skip(f"real data {path} not available (set VISIONLAB_SHARED to the shared/ folder)")
-    return path
-
-
-def _png(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
 
 
 def _pair(
@@ -170,7 +157,7 @@ def test_progress_bar_runs(tmp_path: Path) -> None:
 
 
 def test_real_camvid_val_is_clean() -> None:
-    root = shared_data("camvid")
+    root = shared_path("data", "camvid")
     problems, m = check_dataset(f"camvid:{root}", splits=["val"], progress=False)
     assert problems == []
     val = m["splits"]["val"]
@@ -182,7 +169,7 @@ def test_real_camvid_val_is_clean() -> None:
 
 
 def test_real_cityscapes_sample_histogram() -> None:
-    root = shared_data("cityscapes_sample")
+    root = shared_path("data", "cityscapes_sample")
     problems, m = check_dataset(f"cityscapes:{root}", progress=False)
     assert problems == []
     pixels = m["total"]["category_pixels"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +20,9 @@ from visionlab.data.layouts import (
     parse_data_spec,
 )
 
+from conftest import png as _png, shared_path
+
 H, W = 40, 48
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("VISIONLAB_SHARED", REPO.parent / "shared"))
-
-
-def shared_data(sub: str) -> Path:
-    path = shared_dir() / "data" / sub
-    if not path.is_dir():
-        pytest.skip(f"real data {path} not available (set VISIONLAB_SHARED to the shared/ folder)")
-    return path
-
-
-def _png(path: Path, arr: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
 
 
 def make_folder(root: Path, splits: dict[str, int] | None = None, max_id: int = 8) -> Path:
@@ -294,7 +277,7 @@ def test_dataspec_is_frozen() -> None:
 
 
 def test_real_camvid_pairs() -> None:
-    spec = parse_data_spec(f"camvid:{shared_data('camvid')}")
+    spec = parse_data_spec(f"camvid:{shared_path("data", "camvid")}")
     train, val = list_pairs(spec, "train"), list_pairs(spec, "val")
     assert (len(train), len(val)) == (367, 101)
     assert all(i.name == l.name and l.parent.name == i.parent.name + "annot" for i, l in train + val)
@@ -306,7 +289,7 @@ def test_real_camvid_pairs() -> None:
 
 
 def test_real_cityscapes_sample_matches_train_ids() -> None:
-    root = shared_data("cityscapes_sample")
+    root = shared_path("data", "cityscapes_sample")
     spec = parse_data_spec(f"cityscapes:{root}")
     ((img, lbl),) = list_pairs(spec, "val")
     cats = map_label(read_label(lbl), spec, lbl)

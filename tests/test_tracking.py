@@ -44,4 +44,4 @@ def test_mlflow_sqlite_store_records_the_run(tmp_path: Path) -> None:
 def test_runs_lists_finished_and_unfinished_runs(tiny_run: Path) -> None:
     code, out = run_cli("runs", str(tiny_run.parent))
     assert code == 0, out
-    assert "tiny" in out and "unet_mini" in out and "done" in out
+    assert "tiny" in out and "segment" in out and "done" in out

@@ -165,6 +165,8 @@ def list_runs(root: str = typer.Argument("runs", help="folder holding task/run f
 
     def go() -> None:
         columns, records = do_compare([root], None)
+        for r in records:  # names relative to the listed folder keep the table narrow
+            r["run"] = str(Path(r["run"]).relative_to(root)) if Path(r["run"]).is_relative_to(root) else r["run"]
         keep = ["run", "task", "model", "data", "epochs", "fitness", "train_min", "status"]
         print_table([c for c in columns if c in keep], records, console, f"runs in {root}")
 

@@ -13,13 +13,15 @@ cv2.setNumThreads(0)  # dataloader workers already run in parallel; OpenCV threa
 
 
 def train_transform(cfg: Any) -> A.Compose:
-    """Resize to imgsz -> random rescale -> pad (ignore label) -> random crop -> flip -> photometric noise."""
-    h, w = cfg.imgsz
+    """Images arrive already resized to ``imgsz`` (at load time, so the cache is small). Then:
+    random rescale -> pad (ignore label) -> random crop to ``crop`` (or imgsz) -> flip -> photometric noise.
+    Training on crops of the imgsz-sized image keeps objects at the scale seen at evaluation time."""
+    h, w = cfg.crop or cfg.imgsz
     if not cfg.augment:
-        return A.Compose([A.Resize(h, w)])
+        same = tuple(cfg.crop or cfg.imgsz) == tuple(cfg.imgsz)
+        return A.Compose([] if same else [A.RandomCrop(h, w)])
     lo, hi = cfg.scale
     ops: list[A.BasicTransform] = [
-        A.Resize(h, w),
         A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0),
         A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
         A.RandomCrop(h, w),

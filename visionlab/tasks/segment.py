@@ -20,6 +20,7 @@ from visionlab.models import segmentation as _models  # noqa: F401  (registers t
 from visionlab.tasks.base import Metrics, Task, register_task
 
 class SegmentConfig(BaseConfig):
+    crop: tuple[int, int] | None
     synthetic_train: int
     synthetic_val: int
     hflip: float
@@ -29,6 +30,11 @@ class SegmentConfig(BaseConfig):
     encoder: str | None
     loss: str
     ignore_void: bool
+
+    @field_validator("crop", mode="before")
+    @classmethod
+    def _crop(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) else v
 
     @field_validator("synthetic_train", "synthetic_val")
     @classmethod
@@ -96,9 +102,13 @@ class SegmentTask(Task):
 
     def model_spec(self, cfg: SegmentConfig) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {"num_classes": NUM_CATEGORIES}
-        if cfg.model != "unet_mini" and any(s % 32 for s in cfg.imgsz):
-            raise ConfigError(f"imgsz={list(cfg.imgsz)}: model {cfg.model} needs sides that are multiples of 32 "
-                              f"(e.g. imgsz=[{32 * round(cfg.imgsz[0] / 32)},{32 * round(cfg.imgsz[1] / 32)}])")
+        for key in ("imgsz", "crop"):
+            size = getattr(cfg, key)
+            if size and cfg.model != "unet_mini" and any(s % 32 for s in size):
+                raise ConfigError(f"{key}={list(size)}: model {cfg.model} needs sides that are multiples of 32 "
+                                  f"(e.g. {key}=[{32 * round(size[0] / 32)},{32 * round(size[1] / 32)}])")
+        if cfg.crop and (cfg.crop[0] > cfg.imgsz[0] or cfg.crop[1] > cfg.imgsz[1]):
+            raise ConfigError(f"crop={list(cfg.crop)} must fit inside imgsz={list(cfg.imgsz)}")
         if cfg.model in ("fpn", "unet"):
             kwargs["encoder"] = cfg.encoder or "resnet18"
         elif cfg.encoder:

@@ -66,21 +66,26 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_checkpoint(path: str | Path, with_train_state: bool = False) -> tuple[dict, dict, dict | None]:
-    """Return (model_state, meta, train_state). Raises CheckpointError with the file name on any problem."""
-    path = Path(path)
+def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a visionlab checkpoint; CheckpointError naming the file on any problem."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()} if metadata.get("format") == FORMAT else {}
+            ours = metadata.get("format") == FORMAT
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors and ours else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path}: not a readable safetensors checkpoint (corrupt or truncated?): {e}"
-        ) from None
-    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint (corrupt or truncated?): {e}") from None
+    if not ours:
         raise CheckpointError(f"{path}: not a visionlab checkpoint (no '{FORMAT}' metadata)")
+    return metadata, tensors
+
+
+def load_checkpoint(path: str | Path, with_train_state: bool = False) -> tuple[dict, dict, dict | None]:
+    """Return (model_state, meta, train_state). Raises CheckpointError with the file name on any problem."""
+    path = Path(path)
+    metadata, tensors = _read(path, with_tensors=True)
     meta = json.loads(metadata["meta"])
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     train_state = None
@@ -93,14 +98,4 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> tuple[d
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a checkpoint, without reading its tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint (corrupt or truncated?): {e}") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a visionlab checkpoint (no '{FORMAT}' metadata)")
-    return json.loads(metadata["meta"])
+    return json.loads(_read(Path(path), with_tensors=False)[0]["meta"])
