@@ -277,7 +277,7 @@ def test_dataspec_is_frozen() -> None:
 
 
 def test_real_camvid_pairs() -> None:
-    spec = parse_data_spec(f"camvid:{shared_path("data", "camvid")}")
+    spec = parse_data_spec(f"camvid:{shared_path('data', 'camvid')}")
     train, val = list_pairs(spec, "train"), list_pairs(spec, "val")
     assert (len(train), len(val)) == (367, 101)
     assert all(i.name == l.name and l.parent.name == i.parent.name + "annot" for i, l in train + val)

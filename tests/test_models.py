@@ -37,5 +37,5 @@ def test_models_normalise_their_input() -> None:
     mini = create_model("unet_mini", num_classes=8)
     x = torch.full((1, 3, 1, 1), 255.0)
     assert torch.allclose((x - lite.mean) / lite.std, torch.ones(1, 3, 1, 1))
-    assert torch.allclose((x - mini.mean) / mini.std, (1 - torch.tensor([0.485, 0.456, 0.406])) /
-                          torch.tensor([0.229, 0.224, 0.225]), atol=1e-6)
+    assert torch.allclose((x - mini.mean) / mini.std, ((1 - torch.tensor([0.485, 0.456, 0.406])) /
+                          torch.tensor([0.229, 0.224, 0.225])).view(1, 3, 1, 1), atol=1e-6)
