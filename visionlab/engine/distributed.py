@@ -79,6 +79,13 @@ def mean_across_ranks(value: float, device: torch.device) -> float:
     return float(t.item() / dist.get_world_size())
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (e.g. BatchNorm running statistics) on every rank."""
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

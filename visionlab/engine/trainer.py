@@ -250,6 +250,7 @@ def train(task: Task, cfg: Any) -> Path:
 
         # ---- validation (every rank evaluates its shard; metrics are reduced) ----
         if val_loader is not None:
+            dist.broadcast_buffers(model)  # BatchNorm statistics drift apart per rank: evaluate rank 0's model
             metrics, _ = evaluate(model, val_loader, task, cfg, device, loss_fn=loss_fn)
             row.update({f"val/{k}" if k == "loss" else k: v for k, v in metrics.items()})
         fitness = row.get(task.fitness_key, -row["train/loss"])
