@@ -41,12 +41,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
 def _guarded(fn: Callable[[], Any]) -> Any:
     """Run ``fn``; turn known user errors into one clear line and exit code 2."""
     try:
@@ -57,7 +51,9 @@ def _guarded(fn: Callable[[], Any]) -> Any:
         message = str(e)
         if "Original Traceback" in message:  # raised in a DataLoader worker: keep the original message only
             message = message.rsplit(f"{type(e).__name__}: ", 1)[-1].strip()
-        console.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
+        from rich.markup import escape
+
+        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/] (resume with resume=true)")

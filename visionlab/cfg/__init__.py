@@ -20,6 +20,15 @@ class ConfigError(ValueError):
     """A user-facing configuration problem (unknown key, bad value, unreadable file)."""
 
 
+def as_size(v: Any) -> Any:
+    """128 -> (128, 128); "96x160" (or "96X160") -> (96, 160); anything else unchanged for validation."""
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, str) and "x" in v.lower():
+        return tuple(int(p) for p in v.lower().split("x"))
+    return v
+
+
 class BaseConfig(BaseModel):
     """Keys shared by every task. No defaults here on purpose: the task YAML holds them."""
 
@@ -65,11 +74,7 @@ class BaseConfig(BaseModel):
     @field_validator("imgsz", mode="before")
     @classmethod
     def _square(cls, v: Any) -> Any:
-        if isinstance(v, int):
-            return (v, v)
-        if isinstance(v, str) and "x" in v:  # "256x512"
-            return tuple(int(p) for p in v.lower().split("x"))  # "96X160" too
-        return v
+        return as_size(v)
 
     @field_validator("imgsz")
     @classmethod

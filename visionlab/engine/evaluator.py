@@ -91,7 +91,7 @@ def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, dev
                                "params": meta["params"], "best_epoch": meta["epoch"], "epochs": cfg.epochs,
                                "train_time_s": round(train_seconds, 1), "data": cfg.data, "imgsz": list(cfg.imgsz)}
     if val_set is not None:
-        # rank 0 alone, over the whole val set (the other ranks wait at a barrier)
+        # rank 0 alone (after the process group is gone), over the whole val set
         loader = make_eval_loader(task, val_set, cfg, device, distributed=False)
         metrics, state = evaluate(model, loader, task, cfg, device, distributed=False)
         results["val"] = metrics
@@ -161,19 +161,21 @@ def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
     device = dist.setup(cfg.device)
     configure_cpu(cfg.threads)
     model, meta = load_model(cfg.model, device, task=task.name)
-    paths = list(zip(list_sources(cfg.source), output_names(list_sources(cfg.source))))
+    sources = list_sources(cfg.source)
+    items = list(zip(sources, output_names(sources)))
     save_dir = Path(dist.broadcast_object(str(increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok))))
-    part = task.predict(model, meta, cfg, paths[dist.rank()::dist.world_size()], save_dir, device)
+    part = task.predict(model, meta, cfg, items[dist.rank()::dist.world_size()], save_dir, device)
     parts = dist.gather_objects(part)
     summary: dict[str, Any] = {}
     if dist.is_main():
+        merged = task.merge_predictions(parts)
         summary = {"model": meta["path"], "source": cfg.source, "save_dir": str(save_dir),
                    "images": sum(len(p["done"]) for p in parts), "skipped": [s for p in parts for s in p["skipped"]],
-                   "per_rank": [p["done"] for p in parts], **task.merge_predictions(parts)}
+                   "per_rank": [p["done"] for p in parts], **merged}
         atomic_write_json(save_dir / "summary.json", summary)
         console.print(f"{summary['images']} predictions in [bold]{save_dir}[/]"
                       + (f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""))
-        for key, value in task.merge_predictions(parts).items():
+        for key, value in merged.items():
             console.print(f"{key}: {json.dumps(value)}")
     dist.cleanup()
     return summary

@@ -28,10 +28,8 @@ def list_sources(source: str | None) -> list[Path]:
     from visionlab.data.layouts import list_pairs, parse_data_spec
 
     spec = parse_data_spec(source)
-    for split in ("val", "test", "train"):
-        if spec.kind == "synthetic":
-            break
-        if split in spec.splits or spec.root is not None and _split_exists(spec, split):
+    for split in ("val", "test", "train") if spec.kind != "synthetic" else ():
+        if split in spec.splits or _split_exists(spec, split):
             return [image for image, _ in list_pairs(spec, split)]  # real problems in a split are raised
     raise DataError(f"source={source}: no val, test or train split with images found")
 
@@ -47,12 +45,13 @@ def _split_exists(spec, split: str) -> bool:
 
 def output_names(paths: list[Path]) -> list[str]:
     """Unique output names: the file stem, or the path relative to the common folder when stems clash
-    (day1/IMG_1.jpg and day2/IMG_1.jpg -> day1__IMG_1, day2__IMG_1)."""
-    stems = [p.stem for p in paths]
-    if len(set(stems)) == len(stems):
-        return stems
+    (day1/IMG_1.jpg and day2/IMG_1.jpg -> day1__IMG_1_jpg, day2__IMG_1_jpg)."""
     import os
+    from collections import Counter
 
-    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    counts = Counter(p.stem for p in paths)
+    if all(n == 1 for n in counts.values()):
+        return [p.stem for p in paths]
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
     return [str(p.relative_to(root).with_suffix("")).replace(os.sep, "__") + p.suffix.replace(".", "_")
-            if stems.count(p.stem) > 1 else p.stem for p in paths]
+            if counts[p.stem] > 1 else p.stem for p in paths]

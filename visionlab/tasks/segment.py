@@ -12,7 +12,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.cfg import BaseConfig, ConfigError
+from visionlab.cfg import BaseConfig, ConfigError, as_size
 from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES, VOID, colorize
 from visionlab.losses.segmentation import SegmentationLoss, balanced_weights
 from visionlab.metrics.segmentation import SegmentationMetrics
@@ -34,7 +34,7 @@ class SegmentConfig(BaseConfig):
     @field_validator("crop", mode="before")
     @classmethod
     def _crop(cls, v: Any) -> Any:
-        return (v, v) if isinstance(v, int) else v
+        return as_size(v)
 
     @field_validator("synthetic_train", "synthetic_val")
     @classmethod
