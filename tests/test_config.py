@@ -43,11 +43,29 @@ def test_defaults_load_and_validate():
     assert cfg.exist_ok is False
 
 
-def test_default_yaml_is_the_single_source_of_truth():
-    """Every key of segment.yaml is a field of SegmentConfig and vice versa (apart from 'task')."""
-    keys = set(yaml.safe_load((CFG_DIR / "segment.yaml").read_text()))
-    fields = set(SegmentConfig.model_fields) - {"task"}
-    assert keys == fields
+def test_default_yaml_holds_exactly_the_engine_keys():
+    from visionlab.cfg import BaseConfig
+
+    keys = set(yaml.safe_load((CFG_DIR / "default.yaml").read_text()))
+    assert keys == set(BaseConfig.model_fields) - {"task"}
+
+
+@pytest.mark.parametrize("task_name", ["segment", "depth", "classify"])
+def test_task_overlay_is_the_single_source_of_its_keys(task_name):
+    """The overlay holds every key the task adds (and may change engine defaults); the merged YAML is
+    exactly the task config's fields; `TASK cfg` prints both files."""
+    from visionlab.cfg import BaseConfig, config_text
+    from visionlab.tasks.base import get_task, task_names
+
+    if task_name not in task_names():
+        pytest.skip(f"task {task_name} not registered")
+    cls = get_task(task_name).config_cls
+    overlay = set(yaml.safe_load((CFG_DIR / f"{task_name}.yaml").read_text()))
+    own = set(cls.model_fields) - set(BaseConfig.model_fields)
+    assert own <= overlay, f"keys of {cls.__name__} missing from {task_name}.yaml: {own - overlay}"
+    assert overlay <= set(cls.model_fields)
+    text = config_text(task_name)
+    assert "lr:" in text and all(f"{k}:" in text for k in own)
 
 
 # ---------------------------------------------------------------- parse_overrides
@@ -167,7 +185,7 @@ def test_unknown_key_in_cfg_file_names_file(tmp_path):
     [
         ("imgsz", 16, "too small"),
         ("imgsz", [16, 64], "too small"),
-        ("optimizer", "rmsprop", "rmsprop"),
+        ("optimizer", "lbfgs", "lbfgs"),
         ("loss", "xyz", "xyz"),
         ("fraction", 0, "fraction must be in (0, 1]"),
         ("fraction", 1.5, "fraction must be in (0, 1]"),
@@ -185,7 +203,7 @@ def test_bad_values_name_the_key(key, value, fragment):
 
 
 def test_bad_value_in_cfg_file(tmp_path):
-    cfg_file = write_yaml(tmp_path / "bad.yaml", {"optimizer": "rmsprop"})
+    cfg_file = write_yaml(tmp_path / "bad.yaml", {"optimizer": "lbfgs"})
     with pytest.raises(ConfigError, match="invalid value for 'optimizer'"):
         build({"cfg": str(cfg_file)})
 

@@ -115,10 +115,11 @@ def logits_for(pred: np.ndarray, num_classes: int = NUM_CATEGORIES) -> torch.Ten
 
 
 def numpy_cm(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """What SegmentationMetrics must accumulate: ignored and void ground-truth pixels are never scored."""
     cm = np.zeros((NUM_CATEGORIES, NUM_CATEGORIES), dtype=np.int64)
     for target, pred in pairs:
         t, p = np.asarray(target).ravel(), np.asarray(pred).ravel()
-        keep = t != IGNORE_INDEX
+        keep = (t != IGNORE_INDEX) & (t != VOID)
         np.add.at(cm, (t[keep], p[keep]), 1)
     return cm
 
@@ -137,17 +138,16 @@ def test_metrics_batched_targets_with_ignore():
     expected[CONSTR, FLAT] = 1
     expected[CONSTR, CONSTR] = 1
     expected[OBJECT, OBJECT] = 1
-    expected[VOID, VOID] = 1
     expected[VEHICLE, VEHICLE] = 1
     expected[HUMAN, VEHICLE] = 1
     expected[SKY, SKY] = 2
     np.testing.assert_array_equal(m.last_cm, expected)
     np.testing.assert_array_equal(m.last_cm, numpy_cm([(target, pred)]))
-    assert m.last_cm.sum() == 12 - 3  # the three 255 pixels are not counted
+    assert m.last_cm.sum() == 12 - 3 - 1  # the three 255 pixels and the void pixel are not scored
     # flat 1/(1+1) , construction 1/2, object 1, sky 1, human 0, vehicle 1/2, nature absent
     assert s["miou"] == pytest.approx((0.5 + 0.5 + 1 + 1 + 0 + 0.5) / 6)
     assert math.isnan(s["iou/nature"])
-    assert s["pixel_acc"] == pytest.approx(7 / 9)
+    assert s["pixel_acc"] == pytest.approx(6 / 8)  # void (correctly predicted) is not a free hit
     assert m.last is s
 
 
@@ -188,12 +188,12 @@ def test_metrics_list_of_different_size_targets_upsamples_logits():
     up1 = pred[1].repeat(3, 0).repeat(3, 1)
     expected = numpy_cm([(t0, up0), (t1, up1)])
     np.testing.assert_array_equal(m.last_cm, expected)
-    # by hand: sample 0 is right except void pixel (3,1) predicted object; one pixel ignored
+    # by hand: sample 0 is right; its void pixel (3,1) (predicted object) is not scored; one pixel ignored
     #          sample 1 is right except pixel (0,0) construction->sky; one pixel ignored
-    assert expected.sum() == 15 + 35
-    assert expected[VOID, OBJECT] == 1 and expected[CONSTR, SKY] == 1
+    assert expected.sum() == 14 + 35
+    assert expected[VOID].sum() == 0 and expected[CONSTR, SKY] == 1
     assert expected[FLAT, FLAT] == 4 + 8 and expected[SKY, SKY] == 8 and expected[HUMAN, HUMAN] == 9
-    assert np.trace(expected) == 50 - 2
+    assert np.trace(expected) == 49 - 1
 
 
 def test_metrics_batched_tensor_target_larger_than_logits():

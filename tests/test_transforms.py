@@ -24,7 +24,7 @@ def _blocky_scene(h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
 
 def test_geometry_is_shared_by_image_and_mask() -> None:
     image, mask = _blocky_scene()
-    t = train_transform(_cfg(scale=[0.5, 1.5], crop=[64, 96]))
+    t = train_transform(_cfg(scale=[0.5, 1.5], crop=[64, 96]), mask_fill=255)
     t.set_random_seed(0)
     for _ in range(20):
         out = t(image=image, mask=mask)
@@ -39,5 +39,5 @@ def test_geometry_is_shared_by_image_and_mask() -> None:
 
 def test_augment_off_keeps_the_image() -> None:
     image, mask = _blocky_scene()
-    out = train_transform(_cfg(augment=False))(image=image, mask=mask)
+    out = train_transform(_cfg(augment=False), mask_fill=255)(image=image, mask=mask)
     assert (out["image"] == image).all() and (out["mask"] == mask).all()

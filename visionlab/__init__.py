@@ -27,7 +27,8 @@ def val(task: str = "segment", **overrides: Any) -> dict[str, float]:
 
 
 def predict(task: str = "segment", **overrides: Any) -> dict[str, Any]:
-    from visionlab.engine.evaluator import eval_config, run_predict
+    from visionlab.engine.evaluator import eval_config
+    from visionlab.engine.predictor import run_predict
     from visionlab.tasks.base import get_task
 
     t = get_task(task)

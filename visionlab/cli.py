@@ -88,7 +88,7 @@ def _task_app(task_name: str, title: str) -> typer.Typer:
 
     @sub.command(help=f"Predict on an image, folder or dataset. e.g. `visionlab {task_name} predict model=PATH source=img.png`")
     def predict(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP)) -> None:
-        from visionlab.engine.evaluator import run_predict
+        from visionlab.engine.predictor import run_predict
 
         def go() -> Any:
             extra = list(args or [])
@@ -98,11 +98,11 @@ def _task_app(task_name: str, title: str) -> typer.Typer:
 
         _guarded(go)
 
-    @sub.command(help="Print the default settings (the task's YAML).")
+    @sub.command(help="Print the default settings (default.yaml, then the task's overlay).")
     def cfg() -> None:
-        from visionlab.cfg import CFG_DIR
+        from visionlab.cfg import config_text
 
-        console.print((CFG_DIR / f"{task_name}.yaml").read_text(), markup=False, highlight=False)
+        console.print(config_text(task_name), markup=False, highlight=False)
 
     return sub
 
@@ -121,19 +121,29 @@ _add_task_apps()
 def data_check(
     path: str = typer.Argument(..., help="dataset spec or folder: camvid:DIR, cityscapes:DIR, folder:DIR, DIR, data.yaml"),
     out: Optional[Path] = typer.Option(None, help="manifest JSON path (default runs/data/<name>_manifest.json)"),
+    task: str = typer.Option("segment", help="the task whose data layouts and label rules apply"),
 ) -> None:
-    from visionlab.data.check import run_check
-
-    code = _guarded(lambda: run_check(path, out, console))
+    code = _guarded(lambda: _task_or_error(task).check_data(path, out, console))
     raise typer.Exit(code)
 
 
-@data_app.command("bench", help="Data-loading speed in images/s. e.g. `visionlab data bench data=camvid:DIR workers=2`")
+@data_app.command("bench", help="Training data pipeline speed in images/s. e.g. `visionlab data bench data=camvid:DIR workers=2`")
 def data_bench(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP),
-               batches: int = typer.Option(20, help="batches to time (after one warm-up batch)")) -> None:
+               batches: int = typer.Option(20, help="batches to time (after one warm-up batch)"),
+               task: str = typer.Option("segment", help="the task whose training pipeline is timed")) -> None:
     from visionlab.engine.databench import bench
 
-    _guarded(lambda: bench(*_config("segment", args, "train"), batches=batches))
+    _guarded(lambda: bench(*_config(_task_or_error(task).name, args, "train"), batches=batches))
+
+
+def _task_or_error(name: str) -> Any:
+    from visionlab.cfg import ConfigError
+    from visionlab.tasks.base import get_task
+
+    try:
+        return get_task(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 @app.command(help="Compare runs: a table (markdown + CSV) of metrics, params, time, memory, speed.")

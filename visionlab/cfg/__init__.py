@@ -1,7 +1,9 @@
-"""Configs: one default YAML per task (the single source of truth), validated by a pydantic model.
+"""Configs: ``default.yaml`` (the engine's keys) plus one overlay per task (``segment.yaml`` ...: the task's
+own keys and the engine defaults it changes), validated by the task's pydantic model.
 
-Precedence: task default YAML < ``cfg=my.yaml`` < ``key=value`` overrides. Unknown keys are an error
-that names the key and the closest valid one.
+Precedence: default.yaml < task overlay < checkpoint (val/predict/bench inherit what the task lists) <
+``cfg=my.yaml`` < ``key=value`` overrides. Unknown keys are an error that names the key and the closest
+valid one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 CFG_DIR = Path(__file__).parent
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 class ConfigError(ValueError):
@@ -42,17 +46,22 @@ class BaseConfig(BaseModel):
     cache: bool
     workers: int
     augment: bool
+    overfit: int
     model: str
     pretrained: str | None
+    teacher: str | None
     epochs: int
     batch: int
     optimizer: str
     lr: float
     lrf: float
+    schedule: str
+    encoder_lr: float
     momentum: float
     weight_decay: float
     warmup_epochs: float
     grad_clip: float
+    ema: float
     patience: int
     amp: bool
     channels_last: bool
@@ -86,9 +95,30 @@ class BaseConfig(BaseModel):
     @field_validator("optimizer")
     @classmethod
     def _optimizer(cls, v: str) -> str:
-        if v.lower() not in ("adamw", "adam", "sgd"):
-            raise ValueError(f"optimizer '{v}' is not one of adamw, adam, sgd")
+        if v.lower() not in OPTIMIZERS:
+            raise ValueError(f"optimizer '{v}' is not one of {', '.join(OPTIMIZERS)}")
         return v.lower()
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if v not in SCHEDULES:
+            raise ValueError(f"schedule '{v}' is not one of {', '.join(SCHEDULES)}")
+        return v
+
+    @field_validator("ema")
+    @classmethod
+    def _ema(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError("ema is a decay in [0, 1), e.g. 0.999 (0 = off)")
+        return v
+
+    @field_validator("encoder_lr")
+    @classmethod
+    def _encoder_lr(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("encoder_lr is a multiplier of lr and must be >= 0 (0 freezes the encoder)")
+        return v
 
     @field_validator("fraction")
     @classmethod
@@ -104,7 +134,7 @@ class BaseConfig(BaseModel):
             raise ValueError("must be >= 1")
         return v
 
-    @field_validator("workers", "threads", "patience")
+    @field_validator("workers", "threads", "patience", "overfit")
     @classmethod
     def _not_negative(cls, v: int) -> int:
         if v < 0:
@@ -125,7 +155,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         # keep data specs and paths as strings even if YAML reads them otherwise
-        keep_text = key in ("data", "model", "source", "name", "project", "pretrained") and value is not None
+        keep_text = key in ("data", "model", "source", "name", "project", "pretrained", "teacher") and value is not None
         out[key] = raw if keep_text else value
     return out
 
@@ -144,7 +174,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def default_config(task: str) -> dict[str, Any]:
-    return read_yaml(CFG_DIR / f"{task}.yaml")
+    """default.yaml overlaid with the task's YAML (which may also change engine defaults)."""
+    values = read_yaml(CFG_DIR / "default.yaml")
+    values.update(read_yaml(CFG_DIR / f"{task}.yaml"))
+    return values
+
+
+def config_text(task: str) -> str:
+    """What ``visionlab TASK cfg`` prints: both files, engine keys first, then the task's overlay."""
+    return ((CFG_DIR / "default.yaml").read_text(encoding="utf-8") + f"\n# ===== {task}.yaml (overlay) =====\n"
+            + (CFG_DIR / f"{task}.yaml").read_text(encoding="utf-8"))
 
 
 def check_keys(keys: list[str], valid: list[str], where: str) -> None:
@@ -155,18 +194,26 @@ def check_keys(keys: list[str], valid: list[str], where: str) -> None:
             raise ConfigError(f"unknown setting '{key}' in {where}{hint}")
 
 
-def build_config(cls: type[BaseConfig], task: str, overrides: dict[str, Any]) -> BaseConfig:
-    """Merge defaults, an optional ``cfg=`` file and overrides, then validate."""
+def build_config(cls: type[BaseConfig], task: str, overrides: dict[str, Any],
+                 inherited: dict[str, Any] | None = None) -> BaseConfig:
+    """Merge defaults < ``inherited`` (a checkpoint's settings) < an optional ``cfg=`` file < overrides,
+    then validate."""
     values = default_config(task)
     valid = list(values) + ["cfg"]
     overrides = dict(overrides)
     check_keys(list(overrides), valid, "the command line")
+    values.update(inherited or {})
     if cfg_file := overrides.pop("cfg", None):
         user = read_yaml(cfg_file)
+        user.pop("task", None)  # a run's own config.yaml works as cfg=
         check_keys(list(user), valid, str(cfg_file))
         values.update(user)
     values.update(overrides)
     values["task"] = task
+    return validate(cls, values)
+
+
+def validate(cls: type[BaseConfig], values: dict[str, Any]) -> BaseConfig:
     try:
         return cls(**values)
     except ValidationError as e:

@@ -21,7 +21,7 @@ KINDS = ("synthetic", "cityscapes", "camvid", "folder")
 SPLITS = ("train", "val", "test")
 ACCEPTED_FORMS = (
     "synthetic | cityscapes:DIR | camvid:DIR | folder:DIR | path/to/dataset.yaml | "
-    "an existing DIR holding leftImg8bit/ (Cityscapes), trainannot/ or valannot/ (CamVid), "
+    "an existing DIR holding leftImg8bit/ (Cityscapes), trainannot/, valannot/ or testannot/ (CamVid), "
     "or images/ + masks/ (folder)"
 )
 _MAX_NAMED = 5  # how many offending files an error message lists before "... and N more"
@@ -302,7 +302,7 @@ def parse_data_spec(spec: str) -> DataSpec:
     if path.is_dir():
         if (path / "leftImg8bit").is_dir():
             return _cityscapes_spec(spec, path)
-        if (path / "trainannot").is_dir() or (path / "valannot").is_dir():
+        if any((path / f"{split}annot").is_dir() for split in SPLITS):
             return _camvid_spec(spec, path)
         if (path / "images").is_dir() and (path / "masks").is_dir():
             return _folder_spec(spec, path)

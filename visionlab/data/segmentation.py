@@ -18,18 +18,10 @@ from torch.utils.data import Dataset
 from visionlab.data.categories import IGNORE_INDEX, NUM_CATEGORIES
 from visionlab.data.layouts import DataSpec, list_pairs, map_label, parse_data_spec
 from visionlab.data.io import read_image, read_label
-from visionlab.data.transforms import train_transform
+from visionlab.data.transforms import resize_image, train_transform
 from visionlab.utils.progress import track
 
 SYNTHETIC_SEED_BASE = {"train": 0, "val": 1_000_000, "test": 2_000_000}  # splits never share scenes
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    shrink = image.shape[0] > h and image.shape[1] > w
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -45,7 +37,7 @@ class SegmentationDataset(Dataset):
         self.size = tuple(cfg.imgsz)
         self.train = train
         self.split = split
-        self.transform = train_transform(cfg) if train else None
+        self.transform = train_transform(cfg, mask_fill=IGNORE_INDEX) if train else None
         if self.spec.kind == "synthetic":
             from visionlab.data.io import DataError
 

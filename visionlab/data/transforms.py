@@ -1,4 +1,5 @@
-"""Albumentations pipelines for dense tasks: the same geometric transform hits image and mask."""
+"""Image resizing and the albumentations pipeline of dense tasks: the same geometric transform hits image
+and mask (the mask's padding value is the caller's: 255 = ignore for segmentation)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ from typing import Any
 
 import albumentations as A
 import cv2
-
-from visionlab.data.categories import IGNORE_INDEX
+import numpy as np
 
 cv2.setNumThreads(0)  # dataloader workers already run in parallel; OpenCV threads would oversubscribe 2 cores
 
 
-def train_transform(cfg: Any) -> A.Compose:
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to exactly (H, W): area interpolation when shrinking (no aliasing), bilinear otherwise."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrink = image.shape[0] > h and image.shape[1] > w
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def train_transform(cfg: Any, mask_fill: int) -> A.Compose:
     """Images arrive already resized to ``imgsz`` (at load time, so the cache is small). Then:
     random rescale -> pad (ignore label) -> random crop to ``crop`` (or imgsz) -> flip -> photometric noise.
     Training on crops of the imgsz-sized image keeps objects at the scale seen at evaluation time."""
@@ -23,7 +32,7 @@ def train_transform(cfg: Any) -> A.Compose:
     lo, hi = cfg.scale
     ops: list[A.BasicTransform] = [
         A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0),
-        A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+        A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill),
         A.RandomCrop(h, w),
         A.HorizontalFlip(p=cfg.hflip),
     ]

@@ -10,8 +10,8 @@ from typing import Any
 
 from visionlab.utils.files import atomic_write_text
 
-BASE_COLUMNS = ["run", "task", "model", "data", "epochs", "fitness", "params_M", "train_min", "peak_mem_mb",
-                "infer_ms"]
+BASE_COLUMNS = ["run", "task", "model", "data", "split", "epochs", "fitness", "rank", "params_M", "train_min",
+                "peak_mem_mb", "infer_ms"]
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -32,7 +32,7 @@ def read_record(run: Path) -> dict[str, Any]:
 
     cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     rec: dict[str, Any] = {"run": str(run), "task": cfg.get("task"), "model": cfg.get("model"),
-                           "data": cfg.get("data"), "epochs": cfg.get("epochs")}
+                           "data": cfg.get("data"), "split": cfg.get("split"), "epochs": cfg.get("epochs")}
     results_file = run / "results.json"
     if results_file.is_file():
         res = json.loads(results_file.read_text())
@@ -52,11 +52,25 @@ def read_record(run: Path) -> dict[str, Any]:
     except ValueError:
         task = None
     rec["fitness_key"] = task.fitness_key if task else None
+    rec["fitness_mode"] = task.fitness_mode if task else None
     rec["fitness"] = metrics.get(task.fitness_key) if task else None
     shown = set(task.summary_keys) | set(task.compare_keys) if task else set()
     prefixes = task.compare_prefixes if task else ()
     rec.update({k: v for k, v in metrics.items() if k in shown or k.startswith(prefixes)})
     return rec
+
+
+def rank_like_with_like(records: list[dict[str, Any]]) -> None:
+    """``rank`` 1, 2 ... within runs of the same task evaluated on the same data and split (the task's
+    fitness direction decides); runs without a comparable number get no rank."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        if isinstance(r.get("fitness"), (int, float)) and r["fitness"] == r["fitness"]:
+            groups.setdefault((r["task"], r["data"], r["split"], r["fitness_key"]), []).append(r)
+    for group in groups.values():
+        group.sort(key=lambda r: r["fitness"], reverse=group[0]["fitness_mode"] == "max")
+        for i, r in enumerate(group, 1):
+            r["rank"] = f"{i}/{len(group)}"
 
 
 def _fmt(v: Any) -> str:
@@ -70,7 +84,9 @@ def compare(paths: list[str], out: Path | None = None) -> tuple[list[str], list[
     if not runs:
         raise FileNotFoundError(f"no run folders (with config.yaml) under: {' '.join(paths)}")
     records = [read_record(r) for r in runs]
-    extra = sorted({k for r in records for k in r if k not in BASE_COLUMNS and k not in ("status", "fitness_key")})
+    rank_like_with_like(records)
+    extra = sorted({k for r in records for k in r
+                    if k not in BASE_COLUMNS and k not in ("status", "fitness_key", "fitness_mode")})
     columns = BASE_COLUMNS + extra + ["status"]
     if out is not None:
         md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

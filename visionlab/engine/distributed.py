@@ -79,6 +79,15 @@ def mean_across_ranks(value: float, device: torch.device) -> float:
     return float(t.item() / dist.get_world_size())
 
 
+def all_ranks_true(flag: bool, device: torch.device) -> bool:
+    """True only if ``flag`` is True on every rank (one tiny all-reduce; every rank must call it)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(t)
+    return t.item() == 0
+
+
 def broadcast_buffers(model: torch.nn.Module) -> None:
     """Rank 0's buffers (e.g. BatchNorm running statistics) on every rank."""
     if dist.is_initialized():

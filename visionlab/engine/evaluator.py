@@ -1,8 +1,7 @@
-"""Evaluation (``val`` mode and the per-epoch validation), end-of-run report, and ``predict`` mode."""
+"""Evaluation: ``val`` mode, the per-epoch validation and the end-of-run report."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -87,7 +86,7 @@ def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, dev
         plots.append(plot_curves(run_dir / "metrics.csv", run_dir / "curves.png"))
     best = run_dir / "weights" / "best.safetensors"
     model, meta = load_model(best, device)
-    results: dict[str, Any] = {"task": task.name, "model": meta["arch"], "arch_kwargs": meta["arch_kwargs"],
+    results: dict[str, Any] = {"task": task.name, "fitness_key": task.fitness_key, "fitness_mode": task.fitness_mode, "model": meta["arch"], "arch_kwargs": meta["arch_kwargs"],
                                "params": meta["params"], "best_epoch": meta["epoch"], "epochs": cfg.epochs,
                                "train_time_s": round(train_seconds, 1), "data": cfg.data, "imgsz": list(cfg.imgsz)}
     if val_set is not None:
@@ -112,29 +111,29 @@ def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, dev
 
 
 def eval_config(task: Task, overrides: dict[str, Any], mode: str) -> Any:
-    """Config for val/predict: needs model=; the checkpoint's training imgsz (and void handling) apply
-    unless given explicitly; outputs go to project/<mode>."""
+    """Config for val/predict/bench: needs model=. Precedence: defaults < the checkpoint's training settings
+    (the keys ``task.inherit_from_checkpoint`` lists: data, sizes, protocol) < cfg= file < command line.
+    Outputs go to project/<mode> unless name= is given."""
     from visionlab.cfg import ConfigError, build_config
-    from visionlab.engine.model_io import resolve_weights
-    from visionlab.utils.checkpoint import read_meta
+    from visionlab.engine.model_io import read_model_meta
 
     overrides = dict(overrides)
-    if "model" not in overrides:
-        raise ConfigError(f"{mode} needs model=PATH (a weights .safetensors file or a run folder)")
-    meta = read_meta(resolve_weights(overrides["model"]))
-    trained = meta.get("config", {})
-    for key in task.inherit_from_checkpoint:
-        if key in trained and key not in overrides:
-            overrides[key] = trained[key]
+    if not overrides.get("model"):
+        raise ConfigError(f"{mode} needs model=PATH (a weights file or a run folder)")
+    trained = read_model_meta(overrides["model"], task).get("config", {})
+    inherited = {k: trained[k] for k in task.inherit_from_checkpoint if k in trained}
     overrides.setdefault("name", mode)
-    return build_config(task.config_cls, task.name, overrides)
+    return build_config(task.config_cls, task.name, overrides, inherited=inherited)
 
 
 def run_val(task: Task, cfg: Any) -> dict[str, float]:
     """``visionlab TASK val model=... data=... split=...``: prints and returns the metrics."""
+    from visionlab.engine.model_io import check_input_size
+
     device = dist.setup(cfg.device)
     configure_cpu(cfg.threads)
-    model, meta = load_model(cfg.model, device, task=task.name)
+    model, meta = load_model(cfg.model, device, task=task)
+    check_input_size(model, cfg, meta["arch"])
     dataset = task.build_dataset(cfg, cfg.split, train=False)
     metrics, state = evaluate(model, make_eval_loader(task, dataset, cfg, device), task, cfg, device)
     if dist.is_main():
@@ -151,31 +150,3 @@ def run_val(task: Task, cfg: Any) -> dict[str, float]:
             console.print(f"plots and metrics.json in {save_dir}")
     dist.cleanup()
     return metrics
-
-
-def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
-    """``visionlab TASK predict``: under torchrun every rank takes its own shard of the images
-    (each image exactly once, as for pseudo-labelling); rank 0 merges the summaries."""
-    from visionlab.engine.sources import list_sources, output_names
-
-    device = dist.setup(cfg.device)
-    configure_cpu(cfg.threads)
-    model, meta = load_model(cfg.model, device, task=task.name)
-    sources = list_sources(cfg.source)
-    items = list(zip(sources, output_names(sources)))
-    save_dir = Path(dist.broadcast_object(str(increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok))))
-    part = task.predict(model, meta, cfg, items[dist.rank()::dist.world_size()], save_dir, device)
-    parts = dist.gather_objects(part)
-    summary: dict[str, Any] = {}
-    if dist.is_main():
-        merged = task.merge_predictions(parts)
-        summary = {"model": meta["path"], "source": cfg.source, "save_dir": str(save_dir),
-                   "images": sum(len(p["done"]) for p in parts), "skipped": [s for p in parts for s in p["skipped"]],
-                   "per_rank": [p["done"] for p in parts], **merged}
-        atomic_write_json(save_dir / "summary.json", summary)
-        console.print(f"{summary['images']} predictions in [bold]{save_dir}[/]"
-                      + (f", {len(summary['skipped'])} skipped" if summary["skipped"] else ""))
-        for key, value in merged.items():
-            console.print(f"{key}: {json.dumps(value)}")
-    dist.cleanup()
-    return summary

@@ -1,4 +1,5 @@
-"""Rebuild a model from a checkpoint alone (``model=`` accepts a weights file or a run folder)."""
+"""Rebuild a model from a checkpoint alone (``model=`` accepts a weights file or a run folder), and the
+input-size rule every mode checks (it comes from the model's ``input_multiple``, never from its name)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import torch
 from torch import nn
 
 from visionlab.models.registry import create_model
-from visionlab.utils.checkpoint import CheckpointError, load_checkpoint
+from visionlab.utils.checkpoint import CheckpointError, is_visionlab_checkpoint, load_checkpoint
 
 
 def looks_like_checkpoint(ref: str) -> bool:
     p = Path(ref)
-    return p.suffix == ".safetensors" or p.is_dir() or p.is_file()
+    return p.suffix in (".safetensors", ".pth", ".pt", ".th", ".ckpt", ".onnx") or p.is_dir() or p.is_file()
 
 
 def resolve_weights(ref: str | Path) -> Path:
@@ -35,11 +36,38 @@ def build_from_meta(meta: dict[str, Any]) -> nn.Module:
     return create_model(meta["arch"], **meta["arch_kwargs"])
 
 
-def load_model(ref: str | Path, device: torch.device | str = "cpu", task: str | None = None) -> tuple[nn.Module, dict]:
+def read_model_meta(ref: str | Path, task: Any | None = None) -> dict[str, Any]:
+    """The metadata of a checkpoint (its training config under "config"), without building the model."""
+    from visionlab.utils.checkpoint import read_meta
+
     path = resolve_weights(ref)
+    if is_visionlab_checkpoint(path):
+        return read_meta(path)
+    return _foreign(path, task)[1]
+
+
+def _foreign(path: Path, task: Any | None) -> tuple[nn.Module, dict[str, Any]]:
+    loaded = task.load_foreign_checkpoint(path) if task is not None else None
+    if loaded is None:
+        what = f"a {task.name} checkpoint this task can read" if task is not None else "a visionlab checkpoint"
+        raise CheckpointError(f"{path}: not a visionlab checkpoint, nor {what}")
+    return loaded
+
+
+def load_model(ref: str | Path, device: torch.device | str = "cpu", task: Any | None = None) -> tuple[nn.Module, dict]:
+    """(model in eval mode on ``device``, metadata). ``task``: a Task (or its name) the checkpoint must
+    belong to; with a Task object, files of official releases the task understands load too."""
+    from visionlab.tasks.base import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    path = resolve_weights(ref)
+    if not is_visionlab_checkpoint(path):
+        model, meta = _foreign(path, task)
+        meta = {"task": task.name, "params": sum(p.numel() for p in model.parameters()), **meta, "path": str(path)}
+        return model.to(device).eval(), meta
     state, meta, _ = load_checkpoint(path)
-    if task is not None and meta.get("task") != task:
-        raise CheckpointError(f"{path}: is a '{meta.get('task')}' checkpoint, not a '{task}' one")
+    if task is not None and meta.get("task") != task.name:
+        raise CheckpointError(f"{path}: is a '{meta.get('task')}' checkpoint, not a '{task.name}' one")
     model = build_from_meta(meta)
     try:
         model.load_state_dict(state, strict=True)
@@ -47,3 +75,17 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu", task: str | 
         raise CheckpointError(f"{path}: weights do not fit model {meta['arch']}: {str(e).splitlines()[0]}") from None
     meta["path"] = str(path)
     return model.to(device).eval(), meta
+
+
+def check_input_size(model: nn.Module, cfg: Any, model_name: str) -> None:
+    """Every size the run will feed the model (imgsz, and crop where the task has it) must be a multiple
+    of the model's ``input_multiple`` (32 for most CNN encoders, 14 for ViT/14)."""
+    from visionlab.cfg import ConfigError
+
+    multiple = int(getattr(model, "input_multiple", 1) or 1)
+    for key in ("imgsz", "crop"):
+        size = getattr(cfg, key, None)
+        if size and any(s % multiple for s in size):
+            fix = [multiple * max(1, round(s / multiple)) for s in size]
+            raise ConfigError(f"{key}={list(size)}: model {model_name} needs sides that are multiples of {multiple} "
+                              f"(e.g. {key}=[{fix[0]},{fix[1]}])")

@@ -18,15 +18,16 @@ import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from visionlab.engine import distributed as dist
 from visionlab.engine.evaluator import evaluate, make_eval_loader
-from visionlab.engine.model_io import load_model, looks_like_checkpoint
+from visionlab.engine.model_io import check_input_size, load_model, looks_like_checkpoint
 from visionlab.engine.tracking import Tracker
 from visionlab.models.registry import create_model
-from visionlab.tasks.base import Task
+from visionlab.tasks.base import Task, better
 from visionlab.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from visionlab.utils.files import atomic_write_text
 from visionlab.utils.progress import console, make_progress
@@ -40,6 +41,7 @@ log = logging.getLogger("visionlab")
 # settings a resumed run may change; everything else comes from the interrupted run's config.yaml
 # (not workers: the augmentation stream depends on the worker count, so it would no longer replay exactly)
 RESUME_OVERRIDABLE = ("epochs", "patience", "device", "threads", "mlflow", "mlflow_uri", "tensorboard", "plots")
+RESUME_NAMING = ("resume", "model", "project", "name")  # how the interrupted run is named
 
 
 def train_config(task: Task, overrides: dict[str, Any]) -> Any:
@@ -49,6 +51,12 @@ def train_config(task: Task, overrides: dict[str, Any]) -> Any:
 
     if not overrides.get("resume"):
         return build_config(task.config_cls, task.name, overrides)
+    refused = sorted(k for k in overrides if k not in RESUME_OVERRIDABLE + RESUME_NAMING)
+    if refused:
+        build_config(task.config_cls, task.name, {k: v for k, v in overrides.items() if k != "resume"})  # unknown keys
+        raise ConfigError(f"resume=true continues the run with its own settings: {', '.join(refused)} cannot change "
+                          f"(a resumed run may change only {', '.join(RESUME_OVERRIDABLE)}); start a new run "
+                          "instead, e.g. with model=RUN/weights/last.safetensors to fine-tune from it")
     ref = overrides.get("model")
     if ref and Path(ref).is_file():
         run_dir = Path(ref).parent.parent
@@ -83,23 +91,83 @@ def _setup_logging(run_dir: Path) -> None:
     log.setLevel(logging.INFO)
 
 
+def param_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]]:
+    """Optimizer groups: the model's ``encoder`` at ``lr * encoder_lr`` (DAv2 trains its encoder at 0.1x),
+    no weight decay on norms, biases (1-D tensors, as in timm / nanoGPT) and what the model's (or a
+    submodule's) ``no_weight_decay()`` names (position embeddings, class tokens)."""
+    from visionlab.cfg import ConfigError
+
+    skip_decay: set[str] = set()
+    for prefix, module in model.named_modules():
+        if callable(getattr(module, "no_weight_decay", None)):
+            skip_decay |= {f"{prefix}.{n}" if prefix else n for n in module.no_weight_decay()}
+    encoder_ids: set[int] = set()
+    if cfg.encoder_lr != 1.0:
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ConfigError(f"encoder_lr={cfg.encoder_lr}: model {cfg.model} has no encoder to give its own lr")
+        encoder_ids = {id(p) for p in encoder.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in encoder_ids, p.ndim > 1 and name not in skip_decay), []).append(p)
+    return [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+             "lr": cfg.lr * (cfg.encoder_lr if in_encoder else 1.0)} for (in_encoder, decay), params in groups.items()]
+
+
 def _build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
-    # no weight decay on norms and biases (1-D tensors), as in timm / nanoGPT
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, alpha=0.9, eps=1e-6)
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return opt_cls(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, lrf: float) -> float:
-    """Linear warm-up from 0 to 1, then cosine decay from 1 to lrf (per optimizer step)."""
+def lr_factor(step: int, warmup_steps: int, total_steps: int, lrf: float, schedule: str = "cosine") -> float:
+    """Linear warm-up from 0 to 1, then (per optimizer step) cosine decay to lrf, a linear ramp down to lrf
+    (``onecycle``) or a constant 1."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "onecycle":
+        return 1 - (1 - lrf) * progress
     return lrf + (1 - lrf) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def ema_average(decay: float) -> Any:
+    """EMA update for ``AveragedModel``, with timm's warm-up: decay min(d, (1+n)/(10+n)) so the first
+    updates do not anchor the average to the random initialisation."""
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+
+    return update
+
+
+class _Subset(torch.utils.data.Subset):
+    """A Subset that still answers the dataset's own attributes (transform, frequencies ...)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["dataset"], name)
+
+
+def _datasets(task: Task, cfg: Any) -> tuple[Any, Any]:
+    """(train set, val set or None). ``overfit=N``: the first N training images, unaugmented, as both."""
+    if cfg.overfit:
+        plain = cfg.model_copy(update={"augment": False})
+        n = cfg.overfit
+        train_set = task.build_dataset(plain, "train", train=True)
+        val_set = task.build_dataset(plain, "train", train=False)
+        keep = list(range(min(n, len(train_set))))
+        return _Subset(train_set, keep), _Subset(val_set, keep)
+    train_set = task.build_dataset(cfg, "train", train=True)
+    return train_set, task.build_dataset(cfg, cfg.split, train=False) if cfg.val else None
 
 
 def _worker_init(worker_id: int) -> None:
@@ -129,19 +197,37 @@ def _seed_epoch(cfg: Any, epoch: int, loader: DataLoader, generator: torch.Gener
 
 
 def _start_model(task: Task, cfg: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """A fresh model (+ pretrained encoder), or fine-tuning from a visionlab checkpoint."""
+    """A fresh model (+ pretrained encoder), or fine-tuning from a checkpoint; input sizes are checked
+    against the model's own ``input_multiple`` either way."""
     if looks_like_checkpoint(cfg.model):
-        model, meta = load_model(cfg.model, "cpu", task=task.name)
-        return model.train(), {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"]}
-    arch, kwargs = task.model_spec(cfg)
-    model = create_model(arch, **kwargs)
-    task.load_pretrained(model, cfg)
-    return model, {"arch": arch, "arch_kwargs": kwargs}
+        model, meta = load_model(cfg.model, "cpu", task=task)
+        arch = {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"]}
+    else:
+        name, kwargs = task.model_spec(cfg)
+        model = create_model(name, **kwargs)
+        task.load_pretrained(model, cfg)
+        arch = {"arch": name, "arch_kwargs": kwargs}
+    check_input_size(model, cfg, arch["arch"])
+    return model.train(), arch
+
+
+def _load_teacher(task: Task, cfg: Any, device: torch.device) -> nn.Module | None:
+    """The frozen teacher of ``teacher=``: eval mode, no gradients, outside DDP (each rank its own copy)."""
+    if not cfg.teacher:
+        return None
+    teacher, _ = load_model(cfg.teacher, device, task=task)
+    teacher.requires_grad_(False)
+    return teacher.to(memory_format=torch.channels_last) if cfg.channels_last else teacher
 
 
 def train(task: Task, cfg: Any) -> Path:
     """Train ``task`` with config ``cfg``; returns the run folder."""
+    from visionlab.cfg import ConfigError
+
     device = dist.setup(cfg.device)
+    if cfg.batch % dist.world_size():
+        raise ConfigError(f"batch={cfg.batch} is the global batch and must split evenly over "
+                          f"{dist.world_size()} ranks (e.g. batch={dist.world_size() * max(1, cfg.batch // dist.world_size())})")
     configure_cpu(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
     main = dist.is_main()
@@ -158,14 +244,12 @@ def train(task: Task, cfg: Any) -> Path:
     run_dir = Path(dist.broadcast_object(str(run_dir)))
 
     # ---- data ----
-    train_set = task.build_dataset(cfg, "train", train=True)
-    val_set = task.build_dataset(cfg, cfg.split, train=False) if cfg.val else None
+    train_set, val_set = _datasets(task, cfg)
     generator = torch.Generator()
     sampler = (DistributedSampler(train_set, shuffle=True, seed=cfg.seed, drop_last=True)
                if dist.world_size() > 1 else RandomSampler(train_set, generator=generator))
-    # batch is global: split over ranks; sizes come from this rank's share of the data
-    per_rank = len(sampler)
-    batch = min(max(1, cfg.batch // dist.world_size()), per_rank)
+    per_rank = len(sampler)  # batch is global: each rank takes its share
+    batch = min(cfg.batch // dist.world_size(), per_rank)
     train_loader = DataLoader(
         train_set, batch_size=batch, sampler=sampler, num_workers=cfg.workers, collate_fn=task.collate,
         drop_last=per_rank >= 2 * batch,  # BatchNorm dislikes a last batch of 1
@@ -173,29 +257,35 @@ def train(task: Task, cfg: Any) -> Path:
     )
     val_loader = make_eval_loader(task, val_set, cfg, device) if val_set is not None else None
 
-    # ---- model, optimizer, schedule, loss ----
+    # ---- model, EMA, teacher, optimizer, schedule, loss ----
     model, arch = _start_model(task, cfg)
     model = model.to(device)
     if cfg.channels_last:  # NHWC: ~25% faster for depthwise/ConvNeXt-style encoders on CPU and GPU
         model = model.to(memory_format=torch.channels_last)
     ddp_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if dist.world_size() > 1 else model
+    ema = AveragedModel(model, multi_avg_fn=ema_average(cfg.ema), use_buffers=True) if cfg.ema else None
+    eval_model = ema.module if ema is not None else model  # what is validated and saved
+    teacher = _load_teacher(task, cfg, device)
     optimizer = _build_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup_steps, total_steps, cfg.lrf))
+        optimizer, lambda s: lr_factor(s, warmup_steps, total_steps, cfg.lrf, cfg.schedule))
     use_amp = cfg.amp and device.type == "cuda"  # bf16/fp16 autocast is slower than fp32 on most CPUs
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = task.build_loss(cfg, train_set).to(device)
     n_params = sum(p.numel() for p in model.parameters())
 
     # ---- resume ----
-    start_epoch, best_fitness, stale, history, train_seconds = 0, -math.inf, 0, [], 0.0
+    start_epoch, best_fitness, stale, history, train_seconds = 0, None, 0, [], 0.0
     if cfg.resume:
         state, meta, ts = load_checkpoint(run_dir / "weights" / "last.safetensors", with_train_state=True)
-        model.load_state_dict(state)
+        model.load_state_dict(ts["raw_model"] if ema is not None else state)
+        if ema is not None:
+            ema.module.load_state_dict(state)
+            ema.n_averaged.fill_(ts["ema_updates"])
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
         if use_amp and ts["scaler"]:  # a CPU run saved an empty scaler state
@@ -229,9 +319,14 @@ def train(task: Task, cfg: Any) -> Path:
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=use_amp):
+                    if teacher is not None:
+                        with torch.no_grad():
+                            batch["teacher"] = teacher(images).float()
                     loss = loss_fn(ddp_model(images), batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; try a lower lr")
+                # every rank learns of a non-finite loss on any rank, so all stop together (none hangs)
+                if not dist.all_ranks_true(bool(torch.isfinite(loss.detach())), device):
+                    raise FloatingPointError(f"loss became non-finite ({loss.item()} on rank {dist.rank()}) at "
+                                             f"epoch {epoch + 1}; try a lower lr")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip > 0:
@@ -240,6 +335,8 @@ def train(task: Task, cfg: Any) -> Path:
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 loss_sum += loss.item() * len(images)
                 seen += len(images)
                 progress.update(bar, advance=1, info=f"loss {loss_sum / seen:.4f}")
@@ -250,15 +347,17 @@ def train(task: Task, cfg: Any) -> Path:
 
         # ---- validation (every rank evaluates its shard; metrics are reduced) ----
         if val_loader is not None:
-            dist.broadcast_buffers(model)  # BatchNorm statistics drift apart per rank: evaluate rank 0's model
-            metrics, _ = evaluate(model, val_loader, task, cfg, device, loss_fn=loss_fn)
+            dist.broadcast_buffers(eval_model)  # BatchNorm statistics drift apart per rank: evaluate rank 0's
+            metrics, _ = evaluate(eval_model, val_loader, task, cfg, device, loss_fn=loss_fn)
+            if task.fitness_key not in metrics:
+                raise RuntimeError(f"task {task.name}: metrics lack its fitness key '{task.fitness_key}' "
+                                   f"(got {', '.join(metrics)})")
             row.update({f"val/{k}" if k == "loss" else k: v for k, v in metrics.items()})
-        fitness = row.get(task.fitness_key, -row["train/loss"])
-        fitness = -math.inf if fitness != fitness else fitness  # NaN never counts as an improvement
         row.update({"time_s": round(epoch_time, 2), "peak_mem_mb": round(peak_memory_mb(device), 1)})
         history.append(row)
-        improved = fitness > best_fitness
-        best_fitness, stale = (fitness, 0) if improved else (best_fitness, stale + 1)
+        # without validation there is no fitness: the best checkpoint is the last one
+        improved = better(task, row[task.fitness_key], best_fitness) if val_loader is not None else True
+        best_fitness, stale = (row.get(task.fitness_key), 0) if improved else (best_fitness, stale + 1)
 
         # ---- checkpoints, metrics.csv, tracking (rank 0) ----
         if main:
@@ -266,12 +365,15 @@ def train(task: Task, cfg: Any) -> Path:
             best_path = run_dir / "weights" / "best.safetensors"
             # best is written only on improvement (or if none exists yet, e.g. NaN metrics): never a worse model
             if improved or not best_path.is_file():
-                save_checkpoint(best_path, model.state_dict(), epoch_meta)
-            save_checkpoint(run_dir / "weights" / "last.safetensors", model.state_dict(), epoch_meta, {
+                save_checkpoint(best_path, eval_model.state_dict(), epoch_meta)
+            resume_state = {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "best_fitness": best_fitness, "stale": stale,
                 "history": history, "train_seconds": train_seconds,
-            })
+            }
+            if ema is not None:  # the weights file holds the EMA; training resumes from the raw weights
+                resume_state.update({"raw_model": model.state_dict(), "ema_updates": int(ema.n_averaged)})
+            save_checkpoint(run_dir / "weights" / "last.safetensors", eval_model.state_dict(), epoch_meta, resume_state)
             _write_metrics_csv(run_dir / "metrics.csv", history)
             tracker.log_epoch(row, epoch + 1)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items()

@@ -1,6 +1,7 @@
 """Segmentation metrics from one accumulated confusion matrix (torchmetrics, so DDP ranks are reduced).
 
-IoU_c = TP / (TP + FP + FN), Dice_c = 2TP / (2TP + FP + FN), pixel accuracy = trace / total.
+IoU_c = TP / (TP + FP + FN), Dice_c = 2TP / (2TP + FP + FN), pixel accuracy = trace / total. Void pixels
+of the ground truth are never scored (they count in neither IoU nor pixel accuracy).
 mIoU averages the non-void categories that occur in the ground truth or the predictions; a category
 absent from both has no IoU (NaN) rather than a free 0 or 1.
 """
@@ -50,6 +51,8 @@ class SegmentationMetrics(Metrics):
 
     def update(self, outputs: torch.Tensor, batch: dict[str, Any]) -> None:
         for logits, target in _per_sample(outputs, batch["target"]):
+            # void is never scored, whatever the training loss did with it (Cityscapes convention)
+            target = torch.where(target == VOID, IGNORE_INDEX, target)
             self.cm.update(logits.argmax(1).flatten(), target.flatten())
 
     def compute(self) -> dict[str, float]:

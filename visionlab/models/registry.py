@@ -20,6 +20,10 @@ _TASK_OF: dict[str, str] = {}
 
 def register_model(task: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS and (_MODELS[fn.__name__].__module__, _MODELS[fn.__name__].__qualname__) != (
+                fn.__module__, fn.__qualname__):  # the same builder re-imported (importlib.reload) is fine
+            raise ValueError(f"model name '{fn.__name__}' is already registered (task {_TASK_OF[fn.__name__]}, "
+                             f"{_MODELS[fn.__name__].__module__}); pick another name")
         _MODELS[fn.__name__] = fn
         _TASK_OF[fn.__name__] = task
         return fn

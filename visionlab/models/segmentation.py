@@ -26,7 +26,8 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNetMini(nn.Module):
-    """Four-level U-Net, ~0.5M parameters at width 16: quick to train on CPU."""
+    """Four-level U-Net, ~0.5M parameters at width 16: quick to train on CPU. Any input size works: the
+    decoder upsamples to each skip's own size."""
 
     def __init__(self, num_classes: int, width: int = 16, in_channels: int = 3):
         super().__init__()
@@ -61,13 +62,17 @@ TF_MEAN, TF_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # timm's config for tf_effic
 
 
 class Normalized(nn.Module):
-    """``net`` behind its input normalisation; input is float RGB in [0, 255], shape Bx3xHxW."""
+    """``net`` behind its input normalisation; input is float RGB in [0, 255], shape BxCxHxW.
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+    ``input_multiple``: H and W must be multiples of it (the engine checks every mode against it)."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 input_multiple: int = 1):
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+        self.input_multiple = input_multiple
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255)
 
     @property
     def encoder(self) -> nn.Module:  # where pretrained weights go (smp models)
@@ -92,7 +97,8 @@ def _smp(decoder: str, encoder: str, num_classes: int, **decoder_kwargs: int) ->
     except RuntimeError as e:  # timm raises RuntimeError for unknown model names
         raise ConfigError(f"encoder '{encoder}' is not a timm model usable as a {decoder} encoder: {e}") from None
     tf_weights = encoder.startswith("tf_")
-    return Normalized(net, TF_MEAN if tf_weights else IMAGENET_MEAN, TF_STD if tf_weights else IMAGENET_STD)
+    return Normalized(net, TF_MEAN if tf_weights else IMAGENET_MEAN, TF_STD if tf_weights else IMAGENET_STD,
+                      input_multiple=net.encoder.output_stride)
 
 
 @register_model("segment")

@@ -1,38 +1,52 @@
-"""What a task is. The engine (trainer, evaluator, predictor, compare) only talks to this interface and
-never branches on task names: a task owns its config, data, model builder, loss, metrics, visuals and
-post-processing. A new task is one file that subclasses ``Task`` plus one ``register_task`` call.
+"""What a task is. The engine (trainer, evaluator, predictor, compare, bench, serve) only talks to this
+interface and never branches on task names.
+
+Adding a task takes:
+1. ``cfg/<task>.yaml``: the task's own keys and the engine defaults it changes (engine keys live in
+   ``cfg/default.yaml``), and a ``BaseConfig`` subclass declaring those keys (validation);
+2. its models (``@register_model("<task>")`` builders: float RGB 0..255 in, an ``input_multiple``
+   attribute), losses, metrics (``visionlab.metrics.base.Metrics``) and data modules;
+3. one file subclassing ``Task`` (the abstract methods below, plus the class attributes) and one
+   ``register_task(...)`` call, imported from ``visionlab/tasks/__init__.py``.
+The CLI (``visionlab <task> train|val|predict|cfg``), tracking, compare, resume and DDP then work unchanged.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from visionlab.cfg import BaseConfig
 from visionlab.metrics.base import Metrics
 
+Model = Callable[[torch.Tensor], torch.Tensor]  # a torch module, or an exported model behind the same call
+
 
 class Task(ABC):
     name: str
     description: str = ""  # one line for `visionlab --help`
     config_cls: type[BaseConfig]
-    fitness_key: str  # metric that decides the best checkpoint (higher is better)
+    fitness_key: str  # metric that decides the best checkpoint and ranks runs in `compare`
+    fitness_mode: str = "max"  # "max": higher is better (mIoU, accuracy); "min": lower is better (AbsRel)
     summary_keys: tuple[str, ...] = ()  # metrics shown per epoch and in `visionlab compare` / `runs`
-    inherit_from_checkpoint: tuple[str, ...] = ("imgsz",)  # val/predict take these from the training config
+    # keys val/predict/bench take from the checkpoint's training config unless given (data, sizes, protocol)
+    inherit_from_checkpoint: tuple[str, ...] = ("data", "imgsz")
     compare_keys: tuple[str, ...] = ()  # extra metrics in `visionlab compare`
     compare_prefixes: tuple[str, ...] = ()  # ... and every metric starting with one of these
 
-    def eval_loss_applies(self, outputs: torch.Tensor, batch: dict[str, Any]) -> bool:
-        """Whether the training loss can be computed on this evaluation batch."""
-        return True
+    # ------------------------------------------------------------------ training and evaluation
 
     @abstractmethod
-    def build_dataset(self, cfg: BaseConfig, split: str, train: bool) -> Dataset: ...
+    def build_dataset(self, cfg: BaseConfig, split: str, train: bool) -> Dataset:
+        """Samples are dicts with at least ``image`` (uint8 CxHxW); the rest is the task's business."""
 
     @abstractmethod
     def model_spec(self, cfg: BaseConfig) -> tuple[str, dict[str, Any]]:
@@ -41,9 +55,15 @@ class Task(ABC):
     def load_pretrained(self, model: nn.Module, cfg: BaseConfig) -> None:
         """Apply ``cfg.pretrained`` weights to a freshly built model (default: nothing to do)."""
 
+    def load_foreign_checkpoint(self, path: Path) -> tuple[nn.Module, dict[str, Any]] | None:
+        """A model from a file that is not a visionlab checkpoint (an official release's weights), with
+        metadata like a visionlab checkpoint's (arch, arch_kwargs, imgsz ...); None if not recognised."""
+        return None
+
     @abstractmethod
     def build_loss(self, cfg: BaseConfig, train_set: Dataset) -> nn.Module:
-        """A module called as ``loss(outputs, batch) -> scalar tensor``."""
+        """A module called as ``loss(outputs, batch) -> scalar``; ``batch["teacher"]`` holds the frozen
+        teacher's outputs when ``teacher=`` is set."""
 
     @abstractmethod
     def new_metrics(self, cfg: BaseConfig, device: torch.device, sync: bool = True) -> Metrics:
@@ -51,30 +71,86 @@ class Task(ABC):
 
     @abstractmethod
     def preprocess(self, batch: dict[str, Any], device: torch.device, cfg: BaseConfig) -> dict[str, Any]:
-        """Move a collated batch to ``device`` and normalise it; ``batch['image']`` is the model input."""
+        """Move a collated batch to ``device``; ``batch['image']`` is the model input (float 0..255)."""
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return torch.utils.data.default_collate(samples)
+
+    def eval_loss_applies(self, outputs: torch.Tensor, batch: dict[str, Any]) -> bool:
+        """Whether the training loss can be computed on this evaluation batch."""
+        return True
 
     def save_visuals(self, model: nn.Module, dataset: Dataset, save_dir: Path, cfg: BaseConfig,
                      device: torch.device) -> list[Path]:
         return []
 
-    @abstractmethod
-    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: BaseConfig, items: list[tuple[Path, str]],
-                save_dir: Path, device: torch.device) -> dict[str, Any]:
-        """Predict on ``items`` ((image path, unique output name) pairs: this rank's shard), write outputs to
-        ``save_dir``; return ``{"done": [paths], "skipped": [reasons], ...}`` for ``merge_predictions``."""
+    # ------------------------------------------------------------------ inference (predict, serve, bench)
 
-    def merge_predictions(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
-        """Task-specific summary over every rank's ``predict`` result."""
+    def labels(self, meta: dict[str, Any]) -> list[str] | None:
+        """Names of the output classes/categories of a checkpoint (None when outputs are not classes)."""
+        return None
+
+    def prepare(self, image: np.ndarray, imgsz: tuple[int, int]) -> np.ndarray:
+        """One HxWxC uint8 image -> the network-size array ``infer`` batches (default: plain resize)."""
+        from visionlab.data.transforms import resize_image
+
+        return resize_image(image, imgsz)
+
+    @abstractmethod
+    def postprocess(self, output: torch.Tensor, size: tuple[int, int]) -> Any:
+        """One image's raw model output (no batch dim) -> the task's result for an image of ``size`` (H, W)."""
+
+    @torch.no_grad()
+    def infer(self, model: Model, images: Sequence[np.ndarray], imgsz: tuple[int, int],
+              device: torch.device | str = "cpu", sizes: Sequence[tuple[int, int]] | None = None) -> list[Any]:
+        """Batched, in memory, no files, no progress bars: HxWxC uint8 images of any size -> one result per
+        image at its own size (or at ``sizes``). What predict, the API, the dashboard, pseudo-labelling
+        and bench call."""
+        if not len(images):
+            return []
+        batch = np.stack([self.prepare(im, tuple(imgsz)) for im in images])
+        x = torch.from_numpy(batch).to(device)
+        x = (x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]).float()
+        if isinstance(model, nn.Module):
+            model.eval()
+        outputs = model(x).float()
+        sizes = sizes or [im.shape[:2] for im in images]
+        return [self.postprocess(out, tuple(size)) for out, size in zip(outputs, sizes)]
+
+    def write_prediction(self, result: Any, image: np.ndarray, name: str, save_dir: Path) -> dict[str, Any]:
+        """Write one result under ``save_dir`` (named ``name``); return what ``summarize`` aggregates."""
+        from visionlab.cfg import ConfigError
+
+        raise ConfigError(f"task {self.name} cannot write predictions")
+
+    def summarize(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Task-specific summary over every ``write_prediction`` record (all ranks)."""
         return {}
+
+    # ------------------------------------------------------------------ data tools
+
+    def check_data(self, spec: str, out: Path | None, console: Any) -> int:
+        """``visionlab data check --task NAME SPEC``: name every bad file; exit code (0 = all good)."""
+        from visionlab.cfg import ConfigError
+
+        raise ConfigError(f"`visionlab data check` has no checks for task {self.name}")
+
+
+def upsample(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """CxHxW -> CxH'xW' (bilinear), the usual first step of a dense task's ``postprocess``."""
+    if tuple(output.shape[-2:]) == tuple(size):
+        return output
+    return F.interpolate(output[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
 
 
 _TASKS: dict[str, Task] = {}
 
 
 def register_task(task: Task) -> Task:
+    if task.name in _TASKS and type(_TASKS[task.name]) is not type(task):
+        raise ValueError(f"task '{task.name}' is already registered by {type(_TASKS[task.name]).__name__}")
+    if task.fitness_mode not in ("max", "min"):
+        raise ValueError(f"task '{task.name}': fitness_mode must be 'max' or 'min', not {task.fitness_mode!r}")
     _TASKS[task.name] = task
     return task
 
@@ -91,3 +167,12 @@ def task_names() -> list[str]:
     from visionlab import tasks  # noqa: F401
 
     return sorted(_TASKS)
+
+
+def better(task: Task, value: float, best: float | None) -> bool:
+    """Whether ``value`` of the task's fitness metric improves on ``best`` (NaN never does)."""
+    if value != value:
+        return False
+    if best is None or best != best:
+        return True
+    return value > best if task.fitness_mode == "max" else value < best

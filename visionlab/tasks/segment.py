@@ -17,7 +17,8 @@ from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORI
 from visionlab.losses.segmentation import SegmentationLoss, balanced_weights
 from visionlab.metrics.segmentation import SegmentationMetrics
 from visionlab.models import segmentation as _models  # noqa: F401  (registers the architectures)
-from visionlab.tasks.base import Metrics, Task, register_task
+from visionlab.tasks.base import Metrics, Task, register_task, upsample
+
 
 class SegmentConfig(BaseConfig):
     crop: tuple[int, int] | None
@@ -85,10 +86,11 @@ class SegmentTask(Task):
     description = "Semantic segmentation into the 8 Cityscapes categories."
     config_cls = SegmentConfig
     fitness_key = "miou"
+    fitness_mode = "max"
     summary_keys = ("miou", "pixel_acc")
     compare_keys = ("mdice",)
     compare_prefixes = ("iou/",)
-    inherit_from_checkpoint = ("imgsz", "ignore_void")
+    inherit_from_checkpoint = ("data", "imgsz", "synthetic_val")
 
     def eval_loss_applies(self, outputs: torch.Tensor, batch: dict[str, Any]) -> bool:
         # native-size labels (val) differ from the network size: the loss is then not comparable
@@ -102,11 +104,6 @@ class SegmentTask(Task):
 
     def model_spec(self, cfg: SegmentConfig) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {"num_classes": NUM_CATEGORIES}
-        for key in ("imgsz", "crop"):
-            size = getattr(cfg, key)
-            if size and cfg.model != "unet_mini" and any(s % 32 for s in size):
-                raise ConfigError(f"{key}={list(size)}: model {cfg.model} needs sides that are multiples of 32 "
-                                  f"(e.g. {key}=[{32 * round(size[0] / 32)},{32 * round(size[1] / 32)}])")
         if cfg.crop and (cfg.crop[0] > cfg.imgsz[0] or cfg.crop[1] > cfg.imgsz[1]):
             raise ConfigError(f"crop={list(cfg.crop)} must fit inside imgsz={list(cfg.imgsz)}")
         if cfg.model in ("fpn", "unet"):
@@ -154,64 +151,51 @@ class SegmentTask(Task):
     @torch.no_grad()
     def save_visuals(self, model: nn.Module, dataset: Dataset, save_dir: Path, cfg: SegmentConfig,
                      device: torch.device, n: int = 6) -> list[Path]:
-        """Image | ground truth | prediction for the first ``n`` samples of ``dataset``."""
-        from visionlab.data.segmentation import resize_image
+        """Image | ground truth | prediction for ``n`` samples spread over ``dataset``."""
+        from visionlab.data.transforms import resize_image
         from visionlab.plots import save_image_grid
 
-        model.eval()
         rows = []
         for i in sorted(set(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int).tolist())):
             sample = dataset[i]  # spread over the split: neighbouring video frames look alike
             image = sample["image"].permute(1, 2, 0).numpy()
             target = sample["target"].numpy()
-            pred = predict_mask(model, image, device, target.shape)
+            pred = self.infer(model, [image], tuple(image.shape[:2]), device, sizes=[target.shape])[0]
             shown = resize_image(image, target.shape)
             rows.append([shown, overlay(shown, target), overlay(shown, pred)])
         if not rows:
             return []
         return [save_image_grid(rows, ["image", "ground truth", "prediction"], save_dir / "predictions.png")]
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, meta: dict[str, Any], cfg: SegmentConfig, items: list[tuple[Path, str]],
-                save_dir: Path, device: torch.device) -> dict[str, Any]:
+    # ---- inference: logits -> category ids at the image's size ----
+
+    def labels(self, meta: dict[str, Any]) -> list[str]:
+        return list(CATEGORY_NAMES)
+
+    def postprocess(self, output: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """Logits CxHxW -> uint8 category ids at ``size`` (logits upsampled first, then argmax)."""
+        return upsample(output, size).argmax(0).to(torch.uint8).cpu().numpy()
+
+    def write_prediction(self, result: np.ndarray, image: np.ndarray, name: str, save_dir: Path) -> dict[str, Any]:
         from PIL import Image
 
-        from visionlab.data.io import DataError, read_image
-        from visionlab.data.segmentation import resize_image
-        from visionlab.utils.progress import console, track
-
-        model.eval()
         (save_dir / "masks").mkdir(parents=True, exist_ok=True)
         (save_dir / "overlays").mkdir(parents=True, exist_ok=True)
-        done, skipped = [], []
-        counts = np.zeros(NUM_CATEGORIES, dtype=np.int64)
-        for path, name in track(items, total=len(items), description="predict"):
-            try:
-                image = read_image(path)
-            except DataError as e:
-                skipped.append(str(e))
-                console.print(f"[yellow]skipped[/] {e}")
-                continue
-            mask = predict_mask(model, resize_image(image, tuple(cfg.imgsz)), device, image.shape[:2])
-            Image.fromarray(mask).save(save_dir / "masks" / f"{name}.png")
-            Image.fromarray(overlay(image, mask)).save(save_dir / "overlays" / f"{name}.jpg", quality=90)
-            counts += np.bincount(mask.ravel(), minlength=NUM_CATEGORIES)[:NUM_CATEGORIES]
-            done.append(str(path))
-        return {"done": done, "skipped": skipped, "pixel_counts": counts.tolist()}
+        Image.fromarray(result).save(save_dir / "masks" / f"{name}.png")
+        Image.fromarray(overlay(image, result)).save(save_dir / "overlays" / f"{name}.jpg", quality=90)
+        return {"pixel_counts": np.bincount(result.ravel(), minlength=NUM_CATEGORIES)[:NUM_CATEGORIES].tolist()}
 
-    def merge_predictions(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
-        counts = np.sum([p["pixel_counts"] for p in parts], axis=0)
+    def summarize(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        if not records:
+            return {}
+        counts = np.sum([r["pixel_counts"] for r in records], axis=0)
         share = counts / max(counts.sum(), 1)
         return {"category_share": {n: round(float(s), 4) for n, s in zip(CATEGORY_NAMES, share)}}
 
+    def check_data(self, spec: str, out: Path | None, console: Any) -> int:
+        from visionlab.data.check import run_check
 
-def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, out_size: tuple[int, int]) -> np.ndarray:
-    """HxWx3 uint8 at network size -> category ids at ``out_size`` (logits upsampled, then argmax)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float()
-    logits = model(x)
-    if logits.shape[-2:] != tuple(out_size):
-        logits = F.interpolate(logits.float(), size=tuple(out_size), mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return run_check(spec, out, console)
 
 
 register_task(SegmentTask())

@@ -99,3 +99,18 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> tuple[d
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a checkpoint, without reading its tensors."""
     return json.loads(_read(Path(path), with_tensors=False)[0]["meta"])
+
+
+def is_visionlab_checkpoint(path: str | Path) -> bool:
+    """True for a readable visionlab checkpoint; False for other files (e.g. an official release's
+    ``.pth``); CheckpointError for a ``.safetensors`` file that is corrupt or truncated."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        _read(path, with_tensors=False)
+    except CheckpointError as e:
+        if "not a visionlab checkpoint" in str(e):
+            return False
+        raise
+    return True

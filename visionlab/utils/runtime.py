@@ -38,13 +38,25 @@ def select_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def default_threads() -> int:
+    """Threads this process should use: OMP_NUM_THREADS when set (torchrun sets 1 per rank unless told
+    otherwise), else the cores this process may run on (CPU affinity, not the machine's core count)
+    shared between the ranks on this node."""
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def configure_cpu(threads: int = 0) -> None:
-    """Use every core and flush denormals (they stall CPU inference 2-3x)."""
+    """Use the cores this process may use (``threads=0``) or exactly ``threads``; flush denormals (they
+    stall CPU inference 2-3x)."""
     torch.set_flush_denormal(True)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    elif torch.get_num_threads() < (os.cpu_count() or 1):
-        torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads if threads > 0 else default_threads())
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
