@@ -98,6 +98,11 @@ def _task_app(task_name: str, title: str) -> typer.Typer:
 
         _guarded(go)
 
+    from visionlab.tasks.base import get_task
+
+    for mode, (help_line, fn) in get_task(task_name).commands().items():
+        _add_mode(sub, mode, help_line, fn)
+
     @sub.command(help="Print the default settings (default.yaml, then the task's overlay).")
     def cfg() -> None:
         from visionlab.cfg import config_text
@@ -105,6 +110,15 @@ def _task_app(task_name: str, title: str) -> typer.Typer:
         console.print(config_text(task_name), markup=False, highlight=False)
 
     return sub
+
+
+def _add_mode(sub: typer.Typer, mode: str, help_line: str, fn: Callable[[dict[str, Any]], Any]) -> None:
+    def command(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP)) -> None:
+        from visionlab.cfg import parse_overrides
+
+        _guarded(lambda: fn(parse_overrides(args or [])))
+
+    sub.command(name=mode, help=help_line)(command)
 
 
 def _add_task_apps() -> None:

@@ -51,9 +51,8 @@ class SegmentationDataset(Dataset):
         if train and cfg.fraction < 1.0:  # a seeded subset, the same for every run with this seed
             keep = np.random.default_rng(cfg.seed).permutation(len(self.items))[: max(1, round(len(self.items) * cfg.fraction))]
             self.items = [self.items[i] for i in sorted(keep)]
-        self.cache: list[tuple[np.ndarray, np.ndarray]] | None = None
-        if cfg.cache:
-            self.cache = self._load_all()
+        # decoded samples, filled by prefetch() (each DDP rank: only the indices it reads) or on first use
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cfg.cache else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -82,14 +81,26 @@ class SegmentationDataset(Dataset):
         image = resize_image(image, self.size)
         return image, resize_mask(mask, self.size) if self.train else mask
 
-    def _load_all(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def prefetch(self, indices: list[int]) -> None:
+        """Decode ``indices`` into the RAM cache (no-op with cache=false)."""
+        todo = [i for i in indices if self.cache is not None and i not in self.cache]
+        if not todo:
+            return
         # PIL/OpenCV decoding releases the GIL: threads use both cores without pickling arrays around
         with ThreadPoolExecutor(max_workers=4) as pool:
-            it = pool.map(self._load, range(len(self)))
-            return list(track(it, total=len(self), description=f"caching {self.split} ({len(self)} images)"))
+            loaded = track(pool.map(self._load, todo), total=len(todo), description=f"caching {self.split} ({len(todo)} images)")
+            self.cache.update(zip(todo, loaded))
+
+    def _get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = self._load(index)
+        if self.cache is not None and torch.utils.data.get_worker_info() is None:  # a worker's copy would be lost
+            self.cache[index] = sample
+        return sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, mask = self.cache[index] if self.cache is not None else self._load(index)
+        image, mask = self._get(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
@@ -102,9 +113,8 @@ class SegmentationDataset(Dataset):
     def category_frequencies(self) -> np.ndarray:
         """Pixel fraction of each of the 8 categories (ignored pixels excluded)."""
         counts = np.zeros(256, dtype=np.int64)
-        masks = (m for _, m in self.cache) if self.cache is not None else (self._load(i)[1] for i in range(len(self)))
-        for mask in masks:
-            counts += np.bincount(mask.ravel(), minlength=256)
+        for i in range(len(self)):
+            counts += np.bincount(self._get(i)[1].ravel(), minlength=256)
         counts[IGNORE_INDEX] = 0
         freq = counts[:NUM_CATEGORIES].astype(np.float64)
         return freq / max(freq.sum(), 1)

@@ -114,3 +114,27 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.num_replicas))
+
+
+class FixedShardSampler(Sampler[int]):
+    """Training under DDP: rank r always reads the same 1/W of the data (one seeded split, equal sizes),
+    shuffled anew every epoch (``set_epoch``). So each rank decodes and caches only its own share, while
+    the all-reduced gradient still covers every sample of an epoch."""
+
+    def __init__(self, length: int, seed: int, num_replicas: int | None = None, rank_: int | None = None):
+        replicas = num_replicas if num_replicas is not None else world_size()
+        r = rank_ if rank_ is not None else rank()
+        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()
+        per_rank = length // replicas  # equal shares: every rank runs the same number of steps
+        self.indices = order[r * per_rank:(r + 1) * per_rank]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        return iter([self.indices[i] for i in torch.randperm(len(self.indices), generator=g).tolist()])
+
+    def __len__(self) -> int:
+        return len(self.indices)

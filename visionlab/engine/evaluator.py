@@ -19,10 +19,18 @@ from visionlab.utils.progress import console, track
 from visionlab.utils.runtime import configure_cpu, increment_path, peak_memory_mb
 
 
+def prefetch(dataset: Dataset, indices: list[int]) -> None:
+    """Datasets with a RAM cache may define ``prefetch(indices)``: decode exactly what this rank will read
+    (under DDP each rank caches only its own share)."""
+    if callable(getattr(dataset, "prefetch", None)):
+        dataset.prefetch(list(indices))
+
+
 def make_eval_loader(task: Task, dataset: Dataset, cfg: Any, device: torch.device,
                      distributed: bool = True) -> DataLoader:
     """``distributed``: this rank's shard only (metrics are then reduced); else the whole set."""
     sampler = dist.ShardSampler(len(dataset)) if distributed else dist.ShardSampler(len(dataset), 1, 0)
+    prefetch(dataset, list(sampler))
     return DataLoader(
         dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
         collate_fn=task.collate, pin_memory=device.type == "cuda",

@@ -20,10 +20,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, RandomSampler
-from torch.utils.data.distributed import DistributedSampler
 
 from visionlab.engine import distributed as dist
-from visionlab.engine.evaluator import evaluate, make_eval_loader
+from visionlab.engine.evaluator import evaluate, make_eval_loader, prefetch
 from visionlab.engine.model_io import check_input_size, load_model, looks_like_checkpoint
 from visionlab.engine.tracking import Tracker
 from visionlab.models.registry import create_model
@@ -145,7 +144,12 @@ def ema_average(decay: float) -> Any:
     @torch.no_grad()
     def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n: torch.Tensor) -> None:
         d = min(decay, (1 + float(n)) / (10 + float(n)))
-        torch._foreach_lerp_(ema_params, params, 1 - d)
+        floats = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - d)
+        for e, p in zip(ema_params, params):  # integer buffers (BatchNorm's step count): the latest value
+            if not e.is_floating_point():
+                e.copy_(p)
 
     return update
 
@@ -155,6 +159,9 @@ class _Subset(torch.utils.data.Subset):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["dataset"], name)
+
+    def prefetch(self, indices: list[int]) -> None:
+        prefetch(self.dataset, [self.indices[i] for i in indices])
 
 
 def _datasets(task: Task, cfg: Any) -> tuple[Any, Any]:
@@ -189,7 +196,7 @@ def _seed_epoch(cfg: Any, epoch: int, loader: DataLoader, generator: torch.Gener
     seed = cfg.seed * 1000 + epoch
     torch.manual_seed(seed)
     generator.manual_seed(seed)
-    if isinstance(loader.sampler, DistributedSampler):
+    if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     transform = getattr(loader.dataset, "transform", None)
     if cfg.workers == 0 and transform is not None and hasattr(transform, "set_random_seed"):
@@ -224,10 +231,10 @@ def train(task: Task, cfg: Any) -> Path:
     """Train ``task`` with config ``cfg``; returns the run folder."""
     from visionlab.cfg import ConfigError
 
-    device = dist.setup(cfg.device)
     if cfg.batch % dist.world_size():
         raise ConfigError(f"batch={cfg.batch} is the global batch and must split evenly over "
                           f"{dist.world_size()} ranks (e.g. batch={dist.world_size() * max(1, cfg.batch // dist.world_size())})")
+    device = dist.setup(cfg.device)
     configure_cpu(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
     main = dist.is_main()
@@ -246,8 +253,9 @@ def train(task: Task, cfg: Any) -> Path:
     # ---- data ----
     train_set, val_set = _datasets(task, cfg)
     generator = torch.Generator()
-    sampler = (DistributedSampler(train_set, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler = (dist.FixedShardSampler(len(train_set), cfg.seed)
                if dist.world_size() > 1 else RandomSampler(train_set, generator=generator))
+    prefetch(train_set, list(range(len(train_set))) if isinstance(sampler, RandomSampler) else sampler.indices)
     per_rank = len(sampler)  # batch is global: each rank takes its share
     batch = min(cfg.batch // dist.world_size(), per_rank)
     train_loader = DataLoader(

@@ -127,6 +127,13 @@ class Task(ABC):
         """Task-specific summary over every ``write_prediction`` record (all ranks)."""
         return {}
 
+    # ------------------------------------------------------------------ task-specific modes
+
+    def commands(self) -> dict[str, tuple[str, Callable[[dict[str, Any]], Any]]]:
+        """Extra CLI modes beyond train/val/predict/cfg: ``{name: (help line, fn(overrides))}``; ``fn``
+        receives the parsed key=value overrides (e.g. depth's ``pseudo-label``)."""
+        return {}
+
     # ------------------------------------------------------------------ data tools
 
     def check_data(self, spec: str, out: Path | None, console: Any) -> int:
