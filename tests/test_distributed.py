@@ -69,3 +69,39 @@ def test_two_process_prediction_shards_images_once(tiny_run: Path, tmp_path: Pat
     assert sorted(done) == sorted(f"img{i}.png" for i in range(7))  # every image, none twice
     assert len({Path(p).name for p in done}) == 7
     assert len(list((tmp_path / "pl" / "masks").glob("*.png"))) == 7
+
+
+def test_error_on_one_rank_stops_every_rank(tiny_run: Path, tmp_path: Path) -> None:
+    """Only rank 1 reads the broken label (no cache, sharded evaluation): the run ends with its error
+    instead of rank 0 waiting forever in a collective."""
+    import numpy as np
+
+    from conftest import png
+
+    root = tmp_path / "ds"
+    for i in range(4):
+        png(root / "images" / "val" / f"s{i}.png", np.zeros((32, 32, 3), np.uint8))
+        png(root / "masks" / "val" / f"s{i}.png", np.full((32, 32), 9 if i == 1 else 1, np.uint8))  # 9: no category
+    env = {**os.environ, "VISIONLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "visionlab",
+           "segment", "val", f"model={tiny_run}", f"data=folder:{root}", "imgsz=32", "cache=false",
+           "workers=0", "batch=1", f"project={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode != 0
+    assert "s1.png" in proc.stdout + proc.stderr
+
+
+def test_a_non_finite_flag_on_one_rank_reaches_every_rank(tmp_path: Path) -> None:
+    script = tmp_path / "flag.py"
+    script.write_text(
+        "import torch\n"
+        "from visionlab.engine import distributed as dist\n"
+        "dist.setup('cpu')\n"
+        "ok = dist.all_ranks_true(dist.rank() != 1, torch.device('cpu'))\n"
+        "print(f'rank {dist.rank()} all_ok={ok}')\n"
+        "dist.cleanup()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rank 0 all_ok=False" in proc.stdout and "rank 1 all_ok=False" in proc.stdout
