@@ -125,3 +125,14 @@ def test_cityscapes_sample_predict_and_val(tiny_run: Path, tmp_path: Path) -> No
                         "workers=0", f"project={tmp_path}", "plots=false")
     assert code == 0, out
     assert "mIoU (7 categories)" in out
+
+
+def test_predict_fails_when_no_source_could_be_read(tiny_run: Path, tmp_path: Path) -> None:
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, out = run_cli("segment", "predict", f"model={tiny_run}", f"source={src}", f"project={tmp_path}",
+                        "name=pred")
+    out = " ".join(out.split())
+    assert code == 2 and "none of the 1 image(s) could be read" in out and "broken.png" in out
+    assert "category_share" not in out  # no all-zero class distribution
