@@ -183,8 +183,8 @@ def test_unknown_key_in_cfg_file_names_file(tmp_path):
 @pytest.mark.parametrize(
     "key, value, fragment",
     [
-        ("imgsz", 16, "too small"),
-        ("imgsz", [16, 64], "too small"),
+        ("imgsz", 4, "too small"),
+        ("imgsz", [4, 64], "too small"),
         ("optimizer", "lbfgs", "lbfgs"),
         ("loss", "xyz", "xyz"),
         ("fraction", 0, "fraction must be in (0, 1]"),

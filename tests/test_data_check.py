@@ -1,4 +1,4 @@
-"""visionlab.data.check: every broken file becomes a Problem of the right kind; manifest contents."""
+"""visionlab.data.segmentation_check: every broken file becomes a Problem of the right kind; manifest contents."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from rich.console import Console
 
 from visionlab.data import io as vio
-from visionlab.data.check import FREQ_NAMES, Problem, check_dataset, run_check
+from visionlab.data.segmentation_check import FREQ_NAMES, Problem, check_dataset, run_check
 from visionlab.data.io import DataError
 
 from conftest import png as _png, shared_path

@@ -238,7 +238,7 @@ def test_python_dash_m_visionlab_works() -> None:
 
 
 def test_camvid_folder_with_only_a_test_split_is_recognised(tmp_path: Path) -> None:
-    from visionlab.data.layouts import list_pairs, parse_data_spec
+    from visionlab.data.segmentation_layouts import list_pairs, parse_data_spec
 
     png(tmp_path / "test" / "a.png", np.zeros((8, 8, 3), np.uint8))
     png(tmp_path / "testannot" / "a.png", np.full((8, 8), 3, np.uint8))

@@ -1,4 +1,4 @@
-"""visionlab.data.layouts: data specs, pairing, label mappings; real CamVid/Cityscapes when available."""
+"""visionlab.data.segmentation_layouts: data specs, pairing, label mappings; real CamVid/Cityscapes when available."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 
 from visionlab.data.categories import IGNORE_INDEX
 from visionlab.data.io import DataError, read_label
-from visionlab.data.layouts import (
+from visionlab.data.segmentation_layouts import (
     CAMVID_LUT,
     CITYSCAPES_LUT,
     DataSpec,

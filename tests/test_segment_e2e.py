@@ -89,7 +89,7 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
         (["data=camvid:/no/such/dir"], "/no/such/dir"),
         (["model=nonexistent.safetensors"], "nonexistent.safetensors"),
         (["model=unet_mni"], "unet_mini"),
-        (["imgsz=16"], "imgsz"),
+        (["imgsz=4"], "imgsz"),
         (["loss=hinge"], "loss"),
     ],
 )

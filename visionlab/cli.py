@@ -193,6 +193,27 @@ def list_runs(root: str = typer.Argument("runs", help="folder holding task/run f
     _guarded(go)
 
 
+@app.command(help="Benchmark a checkpoint as inference variants (eager, channels_last, compile, bf16, fp16, ort, "
+                  "ort_int8_static, ort_int8_dynamic): latency, throughput, size, memory and the task's metric per "
+                  "variant. e.g. `visionlab bench model=runs/segment/train variants=[eager,ort] iters=50`")
+def bench(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP + " Plus variants, warmup, iters, repeats, "
+                                                      "calib, max_images, tolerance, opset.")) -> None:
+    from visionlab.cfg import parse_overrides
+    from visionlab.engine.bench import run_bench
+
+    _guarded(lambda: run_bench(parse_overrides(args or [])))
+
+
+@app.command(help="Export a checkpoint to onnx | onnx-int8 | torchscript | ort, with a parity check against "
+                  "PyTorch (<file>.parity.json). e.g. `visionlab export model=runs/segment/train format=onnx`")
+def export(args: Optional[list[str]] = typer.Argument(None, help=KV_HELP + " Plus format, opset, out, dynamic, "
+                                                       "max_images, calib.")) -> None:
+    from visionlab.cfg import parse_overrides
+    from visionlab.engine.export import run_export
+
+    _guarded(lambda: run_export(parse_overrides(args or [])))
+
+
 @app.command(help="List the registered models of each task.")
 def models() -> None:
     from visionlab.models.registry import list_models
@@ -200,6 +221,33 @@ def models() -> None:
 
     for name in task_names():
         console.print(f"[bold]{name}[/]: {', '.join(list_models(name))}")
+
+
+@app.command(help="Serve models over HTTP (FastAPI; OpenAPI at /docs). e.g. `visionlab serve model=runs/segment/exp "
+                  "model=depth=runs/depth/exp port=8000 api_key=SECRET` (see docs/serving.md)")
+def serve(args: Optional[list[str]] = typer.Argument(
+        None, help="model=PATH or model=NAME=PATH (repeatable), host=, port=, api_key=, device=, max_batch=, "
+                   "max_wait_ms=, max_pending=, max_mb=, max_pixels=, log_level=")) -> None:
+    from visionlab.serve.settings import parse_serve_args
+
+    def go() -> None:
+        from visionlab.serve.app import serve as run_server
+
+        models, host, port, settings, log_level = parse_serve_args(list(args or []))
+        run_server(models, host, port, settings, log_level)
+
+    _guarded(go)
+
+
+@app.command(help="Web dashboard (Streamlit) over a running API and run folders. e.g. `visionlab dashboard "
+                  "api=http://127.0.0.1:8000 data=camvid:../shared/data/camvid runs=runs port=8501`")
+def dashboard(args: Optional[list[str]] = typer.Argument(
+        None, help="api= (the visionlab serve URL), data= (dataset spec to pick images from), runs= (folder of "
+                   "runs), host=, port=")) -> None:
+    from visionlab.dashboard import launch
+
+    code = _guarded(lambda: launch(list(args or [])))
+    raise typer.Exit(code or 0)
 
 
 def main() -> None:

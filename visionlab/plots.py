@@ -38,7 +38,7 @@ def plot_curves(metrics_csv: Path, save_path: Path) -> Path:
     return save_path
 
 
-def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], save_path: Path) -> Path:
+def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], save_path: Path, unit: str = "pixels") -> Path:
     """Row-normalised (recall) confusion matrix with counts' share in each cell."""
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = cm / cm.sum(1, keepdims=True)
@@ -54,7 +54,7 @@ def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], save_path: Path)
                 ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title("confusion matrix (rows: share of ground-truth pixels)")
+    ax.set_title(f"confusion matrix (rows: share of ground-truth {unit})")
     fig.tight_layout()
     fig.savefig(save_path, dpi=110)
     plt.close(fig)

@@ -88,8 +88,8 @@ class BaseConfig(BaseModel):
     @field_validator("imgsz")
     @classmethod
     def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 32:
-            raise ValueError(f"imgsz {list(v)} is too small: need at least 32 pixels per side")
+        if min(v) < 8:
+            raise ValueError(f"imgsz {list(v)} is too small: need at least 8 pixels per side")
         return v
 
     @field_validator("optimizer")

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from visionlab.data.categories import IGNORE_INDEX, NUM_CATEGORIES
-from visionlab.data.layouts import DataSpec, list_pairs, map_label, parse_data_spec
+from visionlab.data.segmentation_layouts import DataSpec, list_pairs, map_label, parse_data_spec
 from visionlab.data.io import read_image, read_label
 from visionlab.data.transforms import resize_image, train_transform
 from visionlab.utils.progress import track

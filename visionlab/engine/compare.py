@@ -22,13 +22,32 @@ def find_runs(paths: list[str]) -> list[Path]:
             found.add(p)
         elif p.is_dir():
             # a run has weights/last; MLflow's artifact copies (runs/mlartifacts/...) have no last
+            # a bench run (visionlab bench) has bench.json instead
             found.update(c.parent for c in p.rglob("config.yaml")
-                         if (c.parent / "weights" / "last.safetensors").is_file() and "mlartifacts" not in c.parts)
+                         if ((c.parent / "weights" / "last.safetensors").is_file() or (c.parent / "bench.json").is_file())
+                         and "mlartifacts" not in c.parts)
     return sorted(found)
+
+
+def read_bench_record(run: Path) -> dict[str, Any]:
+    """A ``visionlab bench`` run as one row: its best variant (the fastest within the run's tolerance of the
+    eager fp32 metric), that variant's metric as fitness, batch-1 latency and speed-up over eager."""
+    res = json.loads((run / "bench.json").read_text())
+    best = res.get("best") or {}
+    measured = [r for r in res.get("rows", []) if r.get("status") == "ok"]
+    return {"run": str(run), "task": res.get("task"), "model": res.get("model"), "data": res.get("data"),
+            "split": res.get("split"), "fitness_key": res.get("fitness_key"), "fitness_mode": res.get("fitness_mode"),
+            "fitness": best.get("metric"), "params_M": round(res["params"] / 1e6, 3) if res.get("params") else None,
+            "peak_mem_mb": best.get("peak_mem_mb"), "infer_ms": round(best["mean_ms"], 2) if best else None,
+            "best_variant": best.get("variant"), "speedup": round(best["speedup"], 2) if best.get("speedup") else None,
+            "status": f"bench ({len(measured)}/{len(res.get('rows', []))} variants)"}
 
 
 def read_record(run: Path) -> dict[str, Any]:
     import yaml
+
+    if (run / "bench.json").is_file():
+        return read_bench_record(run)
 
     cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     rec: dict[str, Any] = {"run": str(run), "task": cfg.get("task"), "model": cfg.get("model"),
@@ -54,9 +73,7 @@ def read_record(run: Path) -> dict[str, Any]:
     rec["fitness_key"] = task.fitness_key if task else None
     rec["fitness_mode"] = task.fitness_mode if task else None
     rec["fitness"] = metrics.get(task.fitness_key) if task else None
-    shown = set(task.summary_keys) | set(task.compare_keys) if task else set()
-    prefixes = task.compare_prefixes if task else ()
-    rec.update({k: v for k, v in metrics.items() if k in shown or k.startswith(prefixes)})
+    rec.update({k: v for k, v in metrics.items() if task is not None and task.compare_shows(k)})
     return rec
 
 

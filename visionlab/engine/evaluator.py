@@ -105,7 +105,7 @@ def finish_run(task: Task, cfg: Any, run_dir: Path, val_set: Dataset | None, dev
         state.report(console)
         if cfg.plots:
             plots += state.save_plots(run_dir)
-            plots += task.save_visuals(model, val_set, run_dir, cfg, device)
+            plots += task.save_visuals(model, val_set, run_dir, cfg, device, metrics=state)
     import csv
 
     with open(run_dir / "metrics.csv", newline="") as f:
@@ -128,7 +128,10 @@ def eval_config(task: Task, overrides: dict[str, Any], mode: str) -> Any:
     overrides = dict(overrides)
     if not overrides.get("model"):
         raise ConfigError(f"{mode} needs model=PATH (a weights file or a run folder)")
-    trained = read_model_meta(overrides["model"], task).get("config", {})
+    meta = read_model_meta(overrides["model"], task)
+    trained = dict(meta.get("config") or {})
+    if "imgsz" not in trained and meta.get("imgsz"):  # e.g. an official release's weights: its native size
+        trained["imgsz"] = meta["imgsz"]
     inherited = {k: trained[k] for k in task.inherit_from_checkpoint if k in trained}
     overrides.setdefault("name", mode)
     return build_config(task.config_cls, task.name, overrides, inherited=inherited)
@@ -152,7 +155,7 @@ def run_val(task: Task, cfg: Any) -> dict[str, float]:
             save_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
             save_dir.mkdir(parents=True, exist_ok=True)
             state.save_plots(save_dir)
-            task.save_visuals(model, dataset, save_dir, cfg, device)
+            task.save_visuals(model, dataset, save_dir, cfg, device, metrics=state)
             atomic_write_json(save_dir / "metrics.json", {"model": meta["path"], "data": cfg.data,
                                                            "split": cfg.split, **metrics})
             console.print(f"plots and metrics.json in {save_dir}")

@@ -15,7 +15,7 @@ from visionlab.utils.checkpoint import CheckpointError, is_visionlab_checkpoint,
 
 def looks_like_checkpoint(ref: str) -> bool:
     p = Path(ref)
-    return p.suffix in (".safetensors", ".pth", ".pt", ".th", ".ckpt", ".onnx") or p.is_dir() or p.is_file()
+    return p.suffix in (".safetensors", ".pth", ".pt", ".th", ".ckpt", ".onnx", ".ort") or p.is_dir() or p.is_file()
 
 
 def resolve_weights(ref: str | Path) -> Path:
@@ -32,6 +32,10 @@ def resolve_weights(ref: str | Path) -> Path:
     return p
 
 
+def is_onnx_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in (".onnx", ".ort")
+
+
 def build_from_meta(meta: dict[str, Any]) -> nn.Module:
     return create_model(meta["arch"], **meta["arch_kwargs"])
 
@@ -43,6 +47,10 @@ def read_model_meta(ref: str | Path, task: Any | None = None) -> dict[str, Any]:
     path = resolve_weights(ref)
     if is_visionlab_checkpoint(path):
         return read_meta(path)
+    if is_onnx_file(path):  # exported by `visionlab export`: the metadata travels in the file
+        from visionlab.engine.onnx_model import read_onnx_meta
+
+        return read_onnx_meta(path)
     return _foreign(path, task)[1]
 
 
@@ -61,6 +69,10 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu", task: Any | 
 
     task = get_task(task) if isinstance(task, str) else task
     path = resolve_weights(ref)
+    if is_onnx_file(path):  # an exported model: an ONNX Runtime session behind the same call
+        from visionlab.engine.onnx_model import load_onnx_model
+
+        return load_onnx_model(path, device, task)
     if not is_visionlab_checkpoint(path):
         model, meta = _foreign(path, task)
         meta = {"task": task.name, "params": sum(p.numel() for p in model.parameters()), **meta, "path": str(path)}

@@ -52,7 +52,7 @@ def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
     configure_cpu(cfg.threads)
     model, meta = load_model(cfg.model, device, task=task)
     check_input_size(model, cfg, meta["arch"])
-    sources = list_sources(cfg.source)
+    sources = list_sources(cfg.source, task)
     items = list(zip(sources, output_names(sources)))[dist.rank()::dist.world_size()]
     save_dir = Path(dist.broadcast_object(str(increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok))))
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -66,12 +66,12 @@ def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
         good = [s for s in batch if s["error"] is None]
         results = task.infer(model, [s["image"] for s in good], tuple(cfg.imgsz), device)
         for sample, result in zip(good, results):
-            records.append(task.write_prediction(result, sample["image"], sample["name"], save_dir))
+            records.append(task.write_prediction(result, sample["image"], sample["name"], save_dir, cfg))
             done.append(sample["path"])
     parts = dist.gather_objects({"done": done, "skipped": skipped, "records": records})
     summary: dict[str, Any] = {}
     if dist.is_main():
-        merged = task.summarize([r for p in parts for r in p["records"]])
+        merged = task.summarize([r for p in parts for r in p["records"]], cfg)
         summary = {"model": meta["path"], "source": cfg.source, "save_dir": str(save_dir),
                    "images": sum(len(p["done"]) for p in parts), "skipped": [s for p in parts for s in p["skipped"]],
                    "per_rank": [p["done"] for p in parts], **merged}

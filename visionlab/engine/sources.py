@@ -1,54 +1,40 @@
-"""Turn a ``source=`` value (image, folder, or dataset spec) into a list of image paths."""
+"""Turn a ``source=`` value (image, folder, or a dataset the task understands) into a list of image paths."""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from visionlab.data.io import IMAGE_SUFFIXES, DataError
 
 
-def list_sources(source: str | None) -> list[Path]:
+def list_sources(source: str | None, task: Any) -> list[Path]:
+    """An image file; a dataset spec the task recognises (``task.dataset_images``: e.g. camvid:DIR -> the
+    images of its val split); else every image under a folder."""
     if not source:
-        raise DataError("no source given: pass source=IMAGE, source=FOLDER or source=camvid:DIR (etc.)")
+        raise DataError("no source given: pass source=IMAGE, source=FOLDER or a dataset spec")
     path = Path(source)
-    if not path.exists() and ":" not in source:
-        raise DataError(f"source={source}: no such file or folder")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return [path]
-    is_dataset = (path / "leftImg8bit").is_dir() or ((path / "images").is_dir() and (path / "masks").is_dir())
-    if path.is_dir() and not is_dataset:
+    images = task.dataset_images(source)
+    if images is not None:
+        return images
+    if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"source={source}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return files
-    if path.is_file():
-        if path.suffix.lower() not in (".yaml", ".yml"):
-            raise DataError(f"source={source}: not an image ({', '.join(IMAGE_SUFFIXES)}), folder or dataset YAML")
-    # a dataset spec: predict on every image of its val split (or the first split that exists)
-    from visionlab.data.layouts import list_pairs, parse_data_spec
-
-    spec = parse_data_spec(source)
-    for split in ("val", "test", "train") if spec.kind != "synthetic" else ():
-        if split in spec.splits or _split_exists(spec, split):
-            return [image for image, _ in list_pairs(spec, split)]  # real problems in a split are raised
-    raise DataError(f"source={source}: no val, test or train split with images found")
-
-
-def _split_exists(spec, split: str) -> bool:
-    from visionlab.data.layouts import scan_split
-
-    try:
-        return bool(scan_split(spec, split).pairs)
-    except DataError:
-        return False
+    if not path.exists():
+        raise DataError(f"source={source}: no such file or folder")
+    raise DataError(f"source={source}: not an image ({', '.join(IMAGE_SUFFIXES)}), a folder or a dataset "
+                    f"{task.name} reads")
 
 
 def output_names(paths: list[Path]) -> list[str]:
     """Unique output names: the file stem, or the path relative to the common folder when stems clash
     (day1/IMG_1.jpg and day2/IMG_1.jpg -> day1__IMG_1_jpg, day2__IMG_1_jpg)."""
-    import os
-    from collections import Counter
-
     counts = Counter(p.stem for p in paths)
     if all(n == 1 for n in counts.values()):
         return [p.stem for p in paths]

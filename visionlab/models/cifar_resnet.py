@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionlab.models.classify import normalized
+from visionlab.models.classify import normalized, takes_class_names
 from visionlab.models.registry import register_model
 from visionlab.models.segmentation import IMAGENET_MEAN, IMAGENET_STD
 from visionlab.utils.checkpoint import CheckpointError
@@ -89,21 +89,25 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3) -> nn.
 
 
 @register_model("classify")
+@takes_class_names
 def cifar_resnet20(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return cifar_resnet(20, num_classes, in_channels)
 
 
 @register_model("classify")
+@takes_class_names
 def cifar_resnet32(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return cifar_resnet(32, num_classes, in_channels)
 
 
 @register_model("classify")
+@takes_class_names
 def cifar_resnet44(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return cifar_resnet(44, num_classes, in_channels)
 
 
 @register_model("classify")
+@takes_class_names
 def cifar_resnet56(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return cifar_resnet(56, num_classes, in_channels)
 

@@ -9,12 +9,15 @@
 Every model takes float images in [0, 255] (Bx3xHxW RGB or Bx1xHxW grey), normalises them itself (the
 segmentation ``Normalized`` wrapper, so state-dict keys are ``net.*`` + ``mean``/``std`` in every task) and
 has ``input_multiple`` (1 here: global pooling takes any size; ``mlp`` needs exactly ``imgsz``).
+Every builder also takes ``classes`` (output class names, kept as ``model.class_names``): a checkpoint's
+builder kwargs then carry its class names, so it rebuilds and labels its predictions without the data.
 Importing this module registers all classify models, including those of fastnet.py and cifar_resnet.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -27,22 +30,51 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 
+class GreyNormalized(Normalized):
+    """``Normalized`` for 1-channel nets that also accepts RGB: Bx3xHxW input becomes its ITU-R 601 luma
+    first, so grey models take the project's standard RGB input (predict, serve, latency benchmarks) as
+    well as Bx1xHxW batches straight from a grey dataset."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 3:
+            x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return super().forward(x)
+
+
 def normalized(net: nn.Module, in_channels: int = 3, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, input_multiple: int = 1) -> Normalized:
     """``net`` behind per-channel normalisation of [0, 255] input, for any channel count.
 
     Defaults: CIFAR-10 statistics for 3 channels, MNIST statistics for 1, 0.5/0.5 otherwise. Reuses the
-    segmentation ``Normalized`` (same state-dict layout) with buffers shaped 1xCx1x1."""
+    segmentation ``Normalized`` (same state-dict layout) with buffers shaped 1xCx1x1; 1-channel nets get
+    ``GreyNormalized``, which also takes RGB."""
     if mean is None or std is None:
         mean, std = {3: (CIFAR10_MEAN, CIFAR10_STD), 1: (MNIST_MEAN, MNIST_STD)}.get(
             in_channels, ((0.5,) * in_channels, (0.5,) * in_channels))
     if len(mean) != in_channels or len(std) != in_channels:
         raise ConfigError(f"normalisation has {len(mean)} mean / {len(std)} std values for {in_channels} channels")
-    model = Normalized(net)
+    model = GreyNormalized(net) if in_channels == 1 else Normalized(net)
     model.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255  # replaces the 3-channel buffers
     model.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
     model.input_multiple = input_multiple
     return model
+
+
+def takes_class_names(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Give ``builder`` a ``classes`` kwarg: the output class names (their count sets ``num_classes``),
+    stored on the model as ``class_names`` (None when not given)."""
+
+    @functools.wraps(builder)  # keeps __name__: the registry names models after their builder
+    def build(*args, classes: Sequence[str] | None = None, **kwargs) -> nn.Module:
+        if classes is not None:
+            n = kwargs.setdefault("num_classes", len(classes))
+            if n != len(classes):
+                raise ConfigError(f"{builder.__name__}: num_classes={n} but {len(classes)} class names given")
+        model = builder(*args, **kwargs)
+        model.class_names = list(classes) if classes is not None else None
+        return model
+
+    return build
 
 
 def _stem_conv(conv: nn.Conv2d, in_channels: int, stride: int = 1, kernel_size: int | None = None) -> nn.Conv2d:
@@ -59,6 +91,7 @@ def _first_strided_conv(module: nn.Module) -> nn.Conv2d:
 
 
 @register_model("classify")
+@takes_class_names
 def resnet18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """torchvision ResNet-18 with the CIFAR stem: 3x3 stride-1 conv, no max-pool (32x32 -> 4x4 features)."""
     from torchvision.models import resnet18 as tv_resnet18
@@ -87,18 +120,21 @@ def _mobilenetv3(variant: str, num_classes: int, in_channels: int) -> nn.Module:
 
 
 @register_model("classify")
+@takes_class_names
 def mobilenetv3_small(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """torchvision MobileNetV3-Small; stem and first downsampling block at stride 1 (overall stride 8)."""
     return _mobilenetv3("small", num_classes, in_channels)
 
 
 @register_model("classify")
+@takes_class_names
 def mobilenetv3_large(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """torchvision MobileNetV3-Large; stem and first downsampling block at stride 1 (overall stride 8)."""
     return _mobilenetv3("large", num_classes, in_channels)
 
 
 @register_model("classify")
+@takes_class_names
 def shufflenetv2(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
     """torchvision ShuffleNetV2 (``width`` 0.5/1.0/1.5/2.0); 3x3 stem at stride 1 and no max-pool (stride 8)."""
     from torchvision import models
@@ -117,6 +153,7 @@ def shufflenetv2(num_classes: int = 10, in_channels: int = 3, width: float = 1.0
 
 
 @register_model("classify")
+@takes_class_names
 def mlp(num_classes: int = 10, in_channels: int = 1, imgsz: int = 28, hidden: Sequence[int] = (512, 256),
         dropout: float = 0.0, batchnorm: bool = False) -> nn.Module:
     """Dense baseline: flatten -> [Linear -> BatchNorm1d? -> ReLU -> Dropout?] per ``hidden`` -> Linear.
@@ -138,6 +175,7 @@ def mlp(num_classes: int = 10, in_channels: int = 1, imgsz: int = 28, hidden: Se
 
 
 @register_model("classify")
+@takes_class_names
 def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32, dropout: float = 0.0,
               batchnorm: bool = False) -> nn.Module:
     """Three 3x3 conv layers (width, 2*width, 4*width; max-pool after the first two), global average pool,

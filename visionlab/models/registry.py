@@ -31,6 +31,13 @@ def register_model(task: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     return wrap
 
 
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The registered builder function (e.g. to inspect which keyword arguments a model takes)."""
+    if name not in _MODELS:
+        create_model(name)  # raises the helpful unknown-model error
+    return _MODELS[name]
+
+
 def list_models(task: str | None = None) -> list[str]:
     return sorted(n for n in _MODELS if task is None or _TASK_OF[n] == task)
 

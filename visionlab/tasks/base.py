@@ -80,8 +80,14 @@ class Task(ABC):
         """Whether the training loss can be computed on this evaluation batch."""
         return True
 
+    def compare_shows(self, key: str) -> bool:
+        """Whether `visionlab compare` shows this metric (default: summary/compare keys and the prefixes)."""
+        return key in self.summary_keys or key in self.compare_keys or key.startswith(self.compare_prefixes)
+
     def save_visuals(self, model: nn.Module, dataset: Dataset, save_dir: Path, cfg: BaseConfig,
-                     device: torch.device) -> list[Path]:
+                     device: torch.device, metrics: Metrics | None = None) -> list[Path]:
+        """Pictures of predictions on ``dataset``; ``metrics``: the evaluation just computed on it (so
+        per-image records need no second pass)."""
         return []
 
     # ------------------------------------------------------------------ inference (predict, serve, bench)
@@ -117,15 +123,42 @@ class Task(ABC):
         sizes = sizes or [im.shape[:2] for im in images]
         return [self.postprocess(out, tuple(size)) for out, size in zip(outputs, sizes)]
 
-    def write_prediction(self, result: Any, image: np.ndarray, name: str, save_dir: Path) -> dict[str, Any]:
-        """Write one result under ``save_dir`` (named ``name``); return what ``summarize`` aggregates."""
+    def dataset_images(self, source: str) -> list[Path] | None:
+        """``predict source=SPEC``: the images of a dataset this task recognises (e.g. its val split), or
+        None when ``source`` is not such a dataset (the engine then treats it as a file or folder)."""
+        return None
+
+    def write_prediction(self, result: Any, image: np.ndarray, name: str, save_dir: Path,
+                         cfg: BaseConfig) -> dict[str, Any]:
+        """Write one result under ``save_dir`` (named ``name``; ``cfg``: the predict settings, e.g. a colormap);
+        return what ``summarize`` aggregates."""
         from visionlab.cfg import ConfigError
 
         raise ConfigError(f"task {self.name} cannot write predictions")
 
-    def summarize(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def summarize(self, records: list[dict[str, Any]], cfg: BaseConfig) -> dict[str, Any]:
         """Task-specific summary over every ``write_prediction`` record (all ranks)."""
         return {}
+
+    # ------------------------------------------------------------------ serving (visionlab serve, dashboard)
+
+    # what ``POST /predict/{model}`` can answer: format name -> media type; the first is the default
+    response_formats: dict[str, str] = {"json": "application/json"}
+
+    def encode_response(self, result: Any, image: np.ndarray, fmt: str, meta: dict[str, Any],
+                        options: dict[str, Any]) -> tuple[bytes, str] | dict[str, Any]:
+        """One ``infer`` result -> an API response in ``fmt`` (a key of ``response_formats``): (bytes, media
+        type) for binary formats, a JSON-able dict for "json". ``options``: ``overlay`` (bool: add pictures),
+        ``topk`` (int). JSON answers may carry ``images`` ({name: base64 PNG}), ``chart`` ({"title",
+        "values": {label: number}}) and ``legend`` ({label: "#rrggbb"}), which the dashboard draws as they
+        are, so it never needs to know the task."""
+        value = result.tolist() if isinstance(result, np.ndarray) else result
+        return {"result": value}
+
+    def target_picture(self, sample: dict[str, Any]) -> np.ndarray | None:
+        """The ground truth of a ``build_dataset`` sample as an HxWx3 uint8 picture for the dashboard (None:
+        nothing to draw, e.g. a class label)."""
+        return None
 
     # ------------------------------------------------------------------ task-specific modes
 
@@ -141,6 +174,27 @@ class Task(ABC):
         from visionlab.cfg import ConfigError
 
         raise ConfigError(f"`visionlab data check` has no checks for task {self.name}")
+
+
+def png_bytes(array: np.ndarray, **info: str) -> bytes:
+    """An HxW / HxWx3 uint8 or HxW uint16 array as PNG bytes (``info``: text chunks), for API responses."""
+    import io
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    for key, value in info.items():
+        text.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", pnginfo=text, compress_level=1)  # speed over size
+    return buffer.getvalue()
+
+
+def png_base64(array: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(png_bytes(array)).decode("ascii")
 
 
 def upsample(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

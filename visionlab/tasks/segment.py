@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from visionlab.cfg import BaseConfig, ConfigError, as_size
-from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES, VOID, colorize
+from visionlab.data.categories import (CATEGORY_COLOURS, CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES,
+                                     VOID, colorize)
 from visionlab.losses.segmentation import SegmentationLoss, balanced_weights
 from visionlab.metrics.segmentation import SegmentationMetrics
 from visionlab.models import segmentation as _models  # noqa: F401  (registers the architectures)
@@ -150,7 +151,7 @@ class SegmentTask(Task):
 
     @torch.no_grad()
     def save_visuals(self, model: nn.Module, dataset: Dataset, save_dir: Path, cfg: SegmentConfig,
-                     device: torch.device, n: int = 6) -> list[Path]:
+                     device: torch.device, metrics: Metrics | None = None, n: int = 6) -> list[Path]:
         """Image | ground truth | prediction for ``n`` samples spread over ``dataset``."""
         from visionlab.data.transforms import resize_image
         from visionlab.plots import save_image_grid
@@ -176,7 +177,8 @@ class SegmentTask(Task):
         """Logits CxHxW -> uint8 category ids at ``size`` (logits upsampled first, then argmax)."""
         return upsample(output, size).argmax(0).to(torch.uint8).cpu().numpy()
 
-    def write_prediction(self, result: np.ndarray, image: np.ndarray, name: str, save_dir: Path) -> dict[str, Any]:
+    def write_prediction(self, result: np.ndarray, image: np.ndarray, name: str, save_dir: Path,
+                         cfg: SegmentConfig) -> dict[str, Any]:
         from PIL import Image
 
         (save_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -185,15 +187,63 @@ class SegmentTask(Task):
         Image.fromarray(overlay(image, result)).save(save_dir / "overlays" / f"{name}.jpg", quality=90)
         return {"pixel_counts": np.bincount(result.ravel(), minlength=NUM_CATEGORIES)[:NUM_CATEGORIES].tolist()}
 
-    def summarize(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def summarize(self, records: list[dict[str, Any]], cfg: SegmentConfig) -> dict[str, Any]:
         if not records:
             return {}
         counts = np.sum([r["pixel_counts"] for r in records], axis=0)
         share = counts / max(counts.sum(), 1)
         return {"category_share": {n: round(float(s), 4) for n, s in zip(CATEGORY_NAMES, share)}}
 
+    # ---- serving: PNG of category ids, or JSON pixel shares (+ colour pictures) ----
+
+    response_formats = {"png": "image/png", "json": "application/json"}
+
+    def encode_response(self, result: np.ndarray, image: np.ndarray, fmt: str, meta: dict[str, Any],
+                        options: dict[str, Any]) -> tuple[bytes, str] | dict[str, Any]:
+        """png: HxW uint8 category ids (0..7, see ``labels``); json: per-category pixel shares, plus the colour
+        mask and overlay as base64 PNGs with ``overlay``."""
+        from visionlab.tasks.base import png_base64, png_bytes
+
+        if fmt == "png":
+            return png_bytes(result), "image/png"
+        counts = np.bincount(result.ravel(), minlength=NUM_CATEGORIES)[:NUM_CATEGORIES]
+        shares = {n: round(float(c) / max(result.size, 1), 6) for n, c in zip(CATEGORY_NAMES, counts)}
+        out: dict[str, Any] = {
+            "height": int(result.shape[0]), "width": int(result.shape[1]), "categories": list(CATEGORY_NAMES),
+            "shares": shares, "chart": {"title": "pixel share per category", "values": shares},
+            "legend": {n: "#{:02x}{:02x}{:02x}".format(*c) for n, c in zip(CATEGORY_NAMES, CATEGORY_COLOURS.tolist())},
+        }
+        if options.get("overlay"):
+            out["images"] = {"predicted mask": png_base64(colorize(result)), "overlay": png_base64(overlay(image, result))}
+        return out
+
+    def target_picture(self, sample: dict[str, Any]) -> np.ndarray:
+        return colorize(np.asarray(sample["target"], dtype=np.uint8))
+
+    def dataset_images(self, source: str) -> list[Path] | None:
+        """camvid:DIR, cityscapes:DIR, folder:DIR, a dataset YAML or a folder in one of those layouts ->
+        the images of its val split (else test, else train)."""
+        from visionlab.data.io import DataError
+        from visionlab.data.segmentation_layouts import list_pairs, parse_data_spec, scan_split
+
+        path = Path(source)
+        kind = source.partition(":")[0]
+        layout_dir = path.is_dir() and ((path / "leftImg8bit").is_dir() or (path / "images").is_dir() and
+                                        (path / "masks").is_dir())
+        if not (kind in ("cityscapes", "camvid", "folder") or path.suffix in (".yaml", ".yml") or layout_dir):
+            return None
+        spec = parse_data_spec(source)
+        for split in ("val", "test", "train"):
+            try:
+                found = split in spec.splits and bool(scan_split(spec, split).pairs)
+            except DataError:
+                found = False
+            if found:
+                return [image for image, _ in list_pairs(spec, split)]  # real problems in a split are raised
+        raise DataError(f"source={source}: no val, test or train split with images found")
+
     def check_data(self, spec: str, out: Path | None, console: Any) -> int:
-        from visionlab.data.check import run_check
+        from visionlab.data.segmentation_check import run_check
 
         return run_check(spec, out, console)
 

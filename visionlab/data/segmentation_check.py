@@ -28,7 +28,7 @@ from rich.table import Table
 from visionlab.utils.files import atomic_write_json
 from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES
 from visionlab.data.io import DataError, read_bytes, read_image_bytes, read_label_bytes
-from visionlab.data.layouts import DataSpec, describe_ids, parse_data_spec, scan_split, valid_id_mask
+from visionlab.data.segmentation_layouts import DataSpec, describe_ids, parse_data_spec, scan_split, valid_id_mask
 
 PROBLEM_KINDS = (
     "corrupt", "truncated", "too_large", "unpaired_image", "unpaired_label", "size_mismatch",
