@@ -39,16 +39,31 @@ def table(bench: dict[str, Any]) -> list[str]:
     return lines
 
 
-def section(run: Path, command: str) -> list[str]:
+def command_of(run: Path) -> str:
+    """The `visionlab bench` command that reproduces ``run`` (from its config.yaml)."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    opts = cfg["bench"]
+    parts = [f"model={cfg['model']}", f"data={cfg['data']}", f"split={cfg['split']}",
+             f"imgsz=[{cfg['imgsz'][0]},{cfg['imgsz'][1]}]", f"batch={cfg['batch']}", f"threads={cfg['threads']}",
+             f"variants=[{','.join(opts['variants'])}]"]
+    parts += [f"{k}={opts[k]}" for k in ("warmup", "iters", "repeats", "calib", "tolerance")]
+    return "visionlab bench " + " ".join(parts)
+
+
+def section(run: Path) -> list[str]:
     bench = json.loads((run / "bench.json").read_text())
+    command = command_of(run)
     env = json.loads((run / "env.json").read_text())
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in env["cpu_flags"].items()
                       if k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile"))
     best = bench["best"]
+    threads = env["torch_threads"]
     lines = [f"### {bench['task']}: {bench['model']} at {bench['imgsz'][0]}x{bench['imgsz'][1]}, "
-             f"{bench['fitness_key']} on {bench['data']} split={bench['split']}", "",
+             f"{bench['fitness_key']} on {bench['data']} split={bench['split']}, {threads} thread{'s' * (threads > 1)}", "",
              f"`{command}`", "",
-             f"{env['cpu']}, {env['torch_threads']} threads; CPU flags: {flags}. Load average (1/5/15 min) at start "
+             f"{env['cpu']}; CPU flags: {flags}. Load average (1/5/15 min) at start "
              f"{env['load_average_start']}, at end {env['load_average_end']}. {bench['params'] / 1e6:.2f}M params, "
              f"{bench['gflops']:.2f} GFLOP per image (FlopCounterMode). Run folder: `{run}`.", ""]
     lines += table(bench)
@@ -78,6 +93,8 @@ def main() -> int:
     ap.add_argument("--project", default=str(REPO / "runs" / "bench"))
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     ap.add_argument("--from-runs", nargs="*", default=None, help="rewrite the doc section from existing bench runs")
+    ap.add_argument("--no-single-thread", action="store_true",
+                    help="skip the second CamVid run at threads=1 (eager, channels_last, ort, ort_int8_static)")
     ap.add_argument("overrides", nargs="*", help="key=value bench settings (variants, iters, repeats, ...)")
     args = ap.parse_args()
     camvid = Path(args.shared) / "data" / "camvid"
@@ -99,24 +116,24 @@ def main() -> int:
              "static INT8 is QDQ, per-channel int8 weights, calibrated on training images. CamVid frames are "
              "480x360; the model needs multiples of 32, so it runs at 352x480 (the size it was trained at).",
              "", "The machine is shared with other jobs, so absolute times are noisy; the load averages say how "
-             "busy it was.", ""]
+             "busy it was. When other jobs take a core, PyTorch's 2-thread eager run stalls at every OpenMP barrier "
+             "(each of its many small ops waits for the descheduled thread), which inflates every speed-up over "
+             "eager; the second CamVid run at threads=1 has no barriers and gives the contention-robust ratios.", ""]
     if args.from_runs is not None:
-        runs = [(Path(r), f"visionlab bench model=... (see {r}/config.yaml)") for r in args.from_runs]
+        runs = [Path(r) for r in args.from_runs]
     else:
-        runs = []
         settings = ["split=val", "imgsz=[352,480]", "batch=8", "workers=1", *args.overrides]
-        command = f"visionlab bench model={args.model} data=camvid:{camvid} " + " ".join(settings)
+        base = {"model": args.model, "data": f"camvid:{camvid}", "project": args.project, **parse_overrides(settings)}
         t0 = time.perf_counter()
-        run = run_bench({"model": args.model, "data": f"camvid:{camvid}", "project": args.project, "name": "camvid",
-                         **parse_overrides(settings)})
+        runs = [run_bench({**base, "name": "camvid"})]
         print(f"camvid bench: {time.perf_counter() - t0:.0f} s")
-        runs.append((run, command))
+        if not args.no_single_thread:  # PyTorch's OpenMP barriers stall when other jobs share the cores
+            runs.append(run_bench({**base, "name": "camvid_1thread", "threads": 1,
+                                   "variants": ["channels_last", "ort", "ort_int8_static"]}))
         for ckpt in args.also:
             extra = args.also_args.split()
-            command = f"visionlab bench model={ckpt} " + " ".join(extra + args.overrides)
-            run = run_bench({"model": ckpt, "project": args.project, **parse_overrides(extra + args.overrides)})
-            runs.append((run, command))
-    body = intro + [line for run, command in runs for line in section(run, command)]
+            runs.append(run_bench({"model": ckpt, "project": args.project, **parse_overrides(extra + args.overrides)}))
+    body = intro + [line for run in runs for line in section(run)]
     write_doc(Path(args.doc), body)
     print(f"wrote the bench-variants section of {args.doc}")
     return 0

@@ -14,7 +14,8 @@ from torch import nn
 
 from conftest import run_cli
 from visionlab.engine import bench as bench_mod
-from visionlab.engine.bench import FixedBatch, count_flops, latency_stats
+from visionlab.engine.bench import FixedBatch
+from visionlab.engine.bench_report import count_flops, latency_stats
 from visionlab.engine.bench_report import best_variant, pareto_front
 from visionlab.models.registry import create_model
 from visionlab.tasks.base import task_names

@@ -5,6 +5,7 @@ verified (and falls back to fixed with a note), and the shape subgraph stays out
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ def test_torchscript_and_ort_formats(seg: Path, tmp_path: Path) -> None:
     assert code == 0, text
     assert _parity(ts)["parity"]["max_abs_diff"] < 1e-3
     extra = {"visionlab.json": ""}
-    torch.jit.load(str(ts), _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the portable format
+        torch.jit.load(str(ts), _extra_files=extra)
     assert json.loads(extra["visionlab.json"])["arch"] == "unet_mini"
     code, text = run_cli("export", f"model={seg}", "format=ort", *FAST)  # default name: next to the checkpoint
     assert code == 0, text

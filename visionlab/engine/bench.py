@@ -18,7 +18,6 @@ import copy
 import gc
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visionlab.engine.bench_report import PeakMemory, count_flops, latency_stats, time_calls
 from visionlab.utils.progress import console
 
 VARIANTS = ("eager", "channels_last", "compile", "bf16", "fp16", "ort", "ort_int8_static", "ort_int8_dynamic")
@@ -103,89 +103,6 @@ class Variant:
     evaluate: nn.Module
     artefact: Path | None = None
     notes: list[str] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------- measurement
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def time_calls(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device, warmup: int, iters: int,
-               repeats: int) -> list[float]:
-    """Milliseconds of each of ``repeats * iters`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn(x)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn(x)
-            _sync(device)
-            times.append((time.perf_counter() - t0) * 1000)
-    return times
-
-
-def latency_stats(times: list[float]) -> dict[str, float]:
-    """mean, std, p50/p95/p99 (linear interpolation between order statistics, numpy's default)."""
-    a = np.asarray(times, dtype=np.float64)
-    return {"mean_ms": float(a.mean()), "std_ms": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-            "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "p99_ms": float(np.percentile(a, 99))}
-
-
-def count_flops(model: nn.Module, x: torch.Tensor) -> float:
-    """FLOPs of one forward pass (PyTorch's FlopCounterMode: 2 per multiply-add of convs and matmuls)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return float(counter.get_total_flops())
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc; max RSS so far elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class PeakMemory:
-    """Peak memory while the block runs: CUDA allocator peak on GPU; on CPU the process RSS sampled every
-    5 ms (the kernel's max RSS only ever grows, so it cannot tell variants apart)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak_mb, self._stop = device, 0.0, threading.Event()
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.peak_mb = rss_mb()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak_mb = max(self.peak_mb, rss_mb())
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = max(self.peak_mb, rss_mb())
 
 
 # ----------------------------------------------------------------------------- variants

@@ -1,14 +1,109 @@
-"""What ``visionlab bench`` writes: results.csv / results.md, latency.png, pareto.png, and the choice of the
-best variant (fastest one that keeps the task's metric within a tolerance of the fp32 baseline)."""
+"""How ``visionlab bench`` measures (timed calls, latency statistics, FLOPs, peak memory) and what it writes:
+results.csv / results.md, latency.png, pareto.png, and the choice of the best variant (fastest one that
+keeps the task's metric within a tolerance of the fp32 baseline)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from torch import nn
+
 from visionlab.utils.files import atomic_write_text
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_calls(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, device: torch.device, warmup: int, iters: int,
+               repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats * iters`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn(x)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn(x)
+            _sync(device)
+            times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def latency_stats(times: list[float]) -> dict[str, float]:
+    """mean, std, p50/p95/p99 (linear interpolation between order statistics, numpy's default)."""
+    a = np.asarray(times, dtype=np.float64)
+    return {"mean_ms": float(a.mean()), "std_ms": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99))}
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one forward pass (PyTorch's FlopCounterMode: 2 per multiply-add of convs and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc; max RSS so far elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakMemory:
+    """Peak memory while the block runs: CUDA allocator peak on GPU; on CPU the process RSS sampled every
+    5 ms (the kernel's max RSS only ever grows, so it cannot tell variants apart)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_mb, self._stop = device, 0.0, threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak_mb = rss_mb()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, rss_mb())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, rss_mb())
+
+
+# ----------------------------------------------------------------------------- report
+
 
 COLUMNS = ["variant", "status", "metric", "metric_diff", "mean_ms", "std_ms", "p50_ms", "p95_ms", "p99_ms",
            "throughput_ips", "speedup", "throughput_speedup", "size_mb", "peak_mem_mb", "params", "gflops",
@@ -71,11 +166,12 @@ def plot_latency(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     means = [r["mean_ms"] for r in ok]
     spread = [max(0.0, r["p95_ms"] - r["mean_ms"]) for r in ok]
     ax.barh(names, means, xerr=[[0] * len(ok), spread], color="#4c78a8", capsize=3)
-    for y, r in enumerate(ok):
-        ax.text(r["mean_ms"], y, f"  {r['mean_ms']:.1f} ms ({r.get('speedup', 1.0):.2f}x)", va="center", fontsize=8)
+    for y, r in enumerate(ok):  # the label starts after the whisker
+        ax.text(max(r["mean_ms"], r["p95_ms"]), y, f"  {r['mean_ms']:.1f} ms ({r.get('speedup', 1.0):.2f}x)",
+                va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("batch-1 latency, ms (bar: mean, whisker: p95)")
-    ax.set_xlim(0, max(means + [1.0]) * 1.45)
+    ax.set_xlim(0, max([r["p95_ms"] for r in ok] + means + [1.0]) * 1.4)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -96,7 +192,9 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric_name: str, mode: 
         ax.annotate(r["variant"], (r["mean_ms"], r["metric"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
     if front:
         ax.step([r["mean_ms"] for r in front], [r["metric"] for r in front], where="post", color="#e45756",
-                lw=1.5, label="Pareto front", zorder=2)
+                lw=1.5, zorder=2)
+        ax.scatter([r["mean_ms"] for r in front], [r["metric"] for r in front], s=140, facecolors="none",
+                   edgecolors="#e45756", lw=1.5, label="Pareto front", zorder=4)
         ax.legend(fontsize=8)
     ax.set_xlabel("batch-1 latency, ms (mean)")
     ax.set_ylabel(f"{metric_name} ({'higher' if mode == 'max' else 'lower'} is better)")

@@ -246,16 +246,14 @@ class _Batches:
 
 
 def _prepare_for_quantization(src: Path, dst: Path) -> Path:
-    """ORT basic optimisation, then ORT's recommended pre-processing (shape inference; symbolic shape
-    inference is skipped where it cannot finish, e.g. dynamic H/W through TF 'same' padding)."""
+    """ORT basic optimisation, then ORT's recommended pre-processing with ONNX shape inference. Symbolic
+    shape inference (meant for transformers) is skipped: it cannot finish on dynamic H/W through TF 'same'
+    padding, and when it fails it leaves a temporary model in the working directory."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     basic = dst.with_name(dst.stem + ".basic.onnx")
     optimize_onnx(src, basic, "basic")
-    try:
-        quant_pre_process(str(basic), str(dst), skip_optimization=True)
-    except Exception:
-        quant_pre_process(str(basic), str(dst), skip_optimization=True, skip_symbolic_shape=True)
+    quant_pre_process(str(basic), str(dst), skip_optimization=True, skip_symbolic_shape=True)
     basic.unlink(missing_ok=True)
     return dst
 
