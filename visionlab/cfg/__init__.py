@@ -33,6 +33,25 @@ def as_size(v: Any) -> Any:
     return v
 
 
+# checks shared by several task configs: `_x = field_validator("key", ...)(check)` in the config class
+def probability(v: float) -> float:
+    if not 0 <= v <= 1:
+        raise ValueError("must be between 0 and 1")
+    return v
+
+
+def scale_range(v: tuple[float, float]) -> tuple[float, float]:
+    if not 0 < v[0] <= v[1]:
+        raise ValueError("scale must be [low, high] with 0 < low <= high, e.g. [0.5, 1.5]")
+    return v
+
+
+def scene_count(v: int) -> int:
+    if v < 1:
+        raise ValueError("need at least 1 scene")
+    return v
+
+
 class BaseConfig(BaseModel):
     """Keys shared by every task. No defaults here on purpose: the task YAML holds them."""
 

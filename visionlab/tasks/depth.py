@@ -17,7 +17,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.cfg import BaseConfig, ConfigError, as_size
+from visionlab.cfg import BaseConfig, ConfigError, as_size, probability, scale_range, scene_count
 from visionlab.losses.depth import DepthLoss
 from visionlab.metrics.depth import ALIGN_MODES, DepthMetrics
 from visionlab.models import depth_cnn as _cnn  # noqa: F401  (registers the CNN depth models)
@@ -52,31 +52,10 @@ class DepthConfig(BaseConfig):
     save_raw: str
     pseudo_format: str
 
-    @field_validator("crop", mode="before")
-    @classmethod
-    def _crop(cls, v: Any) -> Any:
-        return as_size(v)
-
-    @field_validator("synthetic_train", "synthetic_val")
-    @classmethod
-    def _scenes(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("need at least 1 scene")
-        return v
-
-    @field_validator("hflip", "colour_jitter")
-    @classmethod
-    def _probability(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise ValueError("must be between 0 and 1")
-        return v
-
-    @field_validator("scale")
-    @classmethod
-    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1]:
-            raise ValueError("scale must be [low, high] with 0 < low <= high, e.g. [0.75, 1.25]")
-        return v
+    _crop = field_validator("crop", mode="before")(as_size)
+    _scenes = field_validator("synthetic_train", "synthetic_val")(scene_count)
+    _probability = field_validator("hflip", "colour_jitter")(probability)
+    _scale = field_validator("scale")(scale_range)
 
     @field_validator("depth_scale", "min_depth", "max_depth")
     @classmethod
