@@ -9,6 +9,7 @@ valid one.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,16 @@ def scale_range(v: tuple[float, float]) -> tuple[float, float]:
     if not 0 < v[0] <= v[1]:
         raise ValueError("scale must be [low, high] with 0 < low <= high, e.g. [0.5, 1.5]")
     return v
+
+
+def one_of(key: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A check that ``key`` is one of ``choices`` (its error lists them)."""
+    def check(v: str) -> str:
+        if v not in choices:
+            raise ValueError(f"{key} must be one of {', '.join(choices)}")
+        return v
+
+    return check
 
 
 def scene_count(v: int) -> int:

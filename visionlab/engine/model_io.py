@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from visionlab.engine.onnx_model import is_onnx_file
 from visionlab.models.registry import create_model
 from visionlab.utils.checkpoint import CheckpointError, is_visionlab_checkpoint, load_checkpoint
 
@@ -30,10 +31,6 @@ def resolve_weights(ref: str | Path) -> Path:
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file not found")
     return p
-
-
-def is_onnx_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in (".onnx", ".ort")
 
 
 def build_from_meta(meta: dict[str, Any]) -> nn.Module:

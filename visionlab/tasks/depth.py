@@ -17,7 +17,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.cfg import BaseConfig, ConfigError, as_size, probability, scale_range, scene_count
+from visionlab.cfg import BaseConfig, ConfigError, as_size, one_of, probability, scale_range, scene_count
 from visionlab.losses.depth import DepthLoss
 from visionlab.metrics.depth import ALIGN_MODES, DepthMetrics
 from visionlab.models import depth_cnn as _cnn  # noqa: F401  (registers the CNN depth models)
@@ -85,34 +85,10 @@ class DepthConfig(BaseConfig):
             raise ValueError("eval_crop must be none, eigen, garg or null (the dataset's default)")
         return v
 
-    @field_validator("align")
-    @classmethod
-    def _align(cls, v: str) -> str:
-        if v not in ALIGN_MODES:
-            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}")
-        return v
-
-    @field_validator("colormap")
-    @classmethod
-    def _colormap(cls, v: str) -> str:
-        if v not in COLORMAPS:
-            raise ValueError(f"colormap must be one of {', '.join(COLORMAPS)}")
-        return v
-
-    @field_validator("save_raw")
-    @classmethod
-    def _save_raw(cls, v: str) -> str:
-        if v not in RAW_FORMATS:
-            raise ValueError(f"save_raw must be one of {', '.join(RAW_FORMATS)}")
-        return v
-
-    @field_validator("pseudo_format")
-    @classmethod
-    def _pseudo_format(cls, v: str) -> str:
-        if v not in PSEUDO_FORMATS:
-            raise ValueError(f"pseudo_format must be one of {', '.join(PSEUDO_FORMATS)}")
-        return v
-
+    _align = field_validator("align")(one_of("align", ALIGN_MODES))
+    _colormap = field_validator("colormap")(one_of("colormap", COLORMAPS))
+    _save_raw = field_validator("save_raw")(one_of("save_raw", RAW_FORMATS))
+    _pseudo_format = field_validator("pseudo_format")(one_of("pseudo_format", PSEUDO_FORMATS))
 
 
 class _LossOnBatch(nn.Module):
