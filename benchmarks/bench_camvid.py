@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_block import write_doc_block
+
 REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- bench-variants:begin -->", "<!-- bench-variants:end -->"
+DOC_BLOCK = "bench-variants"
 DEFAULT_MODEL = "/tmp/bench/runs/camvid/weights/best.safetensors"
 
 
@@ -74,16 +76,6 @@ def section(run: Path) -> list[str]:
     return lines + [""]
 
 
-def write_doc(doc: Path, body: list[str]) -> None:
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    block = "\n".join([BEGIN, *body, END])
-    if BEGIN in text and END in text:
-        text = text.split(BEGIN)[0] + block + text.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("VISIONLAB_SHARED", str(REPO.parent / "shared")))
@@ -134,7 +126,7 @@ def main() -> int:
             extra = args.also_args.split()
             runs.append(run_bench({"model": ckpt, "project": args.project, **parse_overrides(extra + args.overrides)}))
     body = intro + [line for run in runs for line in section(run)]
-    write_doc(Path(args.doc), body)
+    write_doc_block(Path(args.doc), DOC_BLOCK, body)
     print(f"wrote the bench-variants section of {args.doc}")
     return 0
 

@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from doc_block import write_doc_block
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "camvid_recipe.yaml"
-BEGIN, END = "<!-- camvid-segment:begin -->", "<!-- camvid-segment:end -->"
+DOC_BLOCK = "camvid-segment"
 
 
 def main() -> int:
@@ -68,7 +70,6 @@ def main() -> int:
     env = environment_info()
     iou = {k.split("/")[1]: v for k, v in res["val"].items() if k.startswith("iou/")}
     lines = [
-        BEGIN,
         "## Segmentation: CamVid (train 367 -> val 101), 8 Cityscapes categories",
         "",
         f"Command: `python benchmarks/camvid_segment.py {' '.join(args.overrides)}`".rstrip() + " (recipe: "
@@ -101,15 +102,8 @@ def main() -> int:
         f"Target: val mIoU >= 0.80 within 30 minutes of CPU training -> "
         f"{'met' if res['val']['miou'] >= 0.80 and best_at <= 1800 else 'NOT met'} (the reported checkpoint "
         f"took {best_at / 60:.1f} min of training). Per-epoch numbers: `{run_dir.name}/metrics.csv` of the run.",
-        END,
     ]
-    doc = Path(args.doc)
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n\nEvery number here comes from a run of the named script.\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + "\n".join(lines) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    doc.write_text(text)
+    write_doc_block(Path(args.doc), DOC_BLOCK, lines)
     print("\n".join(lines))
     print(f"run folder: {run_dir}; torch threads {torch.get_num_threads()}")
     return 0
