@@ -9,7 +9,8 @@ keep the target at native resolution (only the image is resized), so metrics use
 
 Validity: target > 0 and finite (disparity labels: >= 0 for dense pseudo labels), within
 [min_depth, max_depth] for depth targets, and at evaluation inside the source's eval crop (Eigen/Garg).
-Synthetic sky (depth 1000 m) is valid for training (it teaches "far") but not scored at evaluation.
+Synthetic sky (depth 1000 m) is valid for training (it teaches "far") but not scored at evaluation. A share
+``synthetic_rooms`` of the synthetic scenes are indoor rooms (``synthetic_rooms.render_room``), the rest streets.
 
 Files that cannot be used (corrupt or truncated, under 32 px a side, RGB/depth size mismatch, unpaired) are
 named in ``dataset.skipped`` and left out, never trained on; a DataError if nothing is left. Every file
@@ -25,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -43,32 +42,14 @@ from visionlab.data.depth_layouts import (
 )
 from visionlab.data.io import IMAGE_SUFFIXES, DataError, PathLike, read_image
 from visionlab.data.segmentation import SYNTHETIC_SEED_BASE, resize_image, resize_mask
+from visionlab.data.synthetic_rooms import is_room
+from visionlab.data.transforms import train_transform
 from visionlab.metrics.depth import eval_crop_mask
 from visionlab.utils.progress import track
 
 PSEUDO_VAL_EVERY = 20  # pseudo-label folders: every 20th image is validation
 MIN_SIDE = 32  # smaller images are skipped: nothing a dense model can learn from, and crops would fail
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (imgsz) HxWx3 uint8, target float32, valid bool
-
-
-def depth_train_transform(cfg: Any) -> A.Compose:
-    """Random rescale -> pad (target 0, valid False) -> random crop to ``crop`` (or imgsz) -> flip ->
-    colour jitter. Geometry is shared by image, target and valid mask; masks use nearest interpolation."""
-    h, w = cfg.crop or cfg.imgsz
-    if not cfg.augment:
-        same = tuple(cfg.crop or cfg.imgsz) == tuple(cfg.imgsz)
-        return A.Compose([] if same else [A.RandomCrop(h, w)])
-    lo, hi = cfg.scale
-    ops: list[A.BasicTransform] = [
-        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
-        A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),  # padding is invalid
-        A.RandomCrop(h, w),
-        A.HorizontalFlip(p=cfg.hflip),
-    ]
-    if cfg.colour_jitter > 0:
-        j = cfg.colour_jitter
-        ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.05, j / 6), p=0.8))
-    return A.Compose(ops)
 
 
 class DepthDataset(Dataset):
@@ -78,7 +59,7 @@ class DepthDataset(Dataset):
         self.sources = sources or parse_depth_spec(cfg.data, cfg)
         self.size = tuple(cfg.imgsz)
         self.train, self.split = train, split
-        self.transform = depth_train_transform(cfg) if train else None
+        self.transform = train_transform(cfg, mask_fill=0) if train else None  # padding is invalid depth
         self.skipped: list[str] = []
         self._mats: dict[int, NyuMat] = {}
         self._scales: dict[int, dict[str, float]] = {}
@@ -89,7 +70,8 @@ class DepthDataset(Dataset):
                     raise DataError(f"data=synthetic has splits train, val and test, not '{split}'")
                 n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
                 base = SYNTHETIC_SEED_BASE[split]
-                items += [DepthItem(si, f"scene_{base + i:07d}", None, base + i, "synthetic") for i in range(n)]
+                items += [DepthItem(si, f"{'room' if is_room(base + i, cfg.synthetic_rooms) else 'scene'}_{base + i:07d}",
+                                    None, base + i, "synthetic") for i in range(n)]
                 continue
             if source.kind == "nyu_mat":
                 self._mats[si] = NyuMat(source.root)
@@ -135,8 +117,9 @@ class DepthDataset(Dataset):
         source = self.sources[item.source]
         if item.fmt == "synthetic":
             from visionlab.data.synthetic import render_scene
+            from visionlab.data.synthetic_rooms import render_room
 
-            scene = render_scene(int(item.target), *self.size)
+            scene = (render_room if item.name.startswith("room") else render_scene)(int(item.target), *self.size)
             return scene.image, scene.depth, 0
         if item.fmt == "nyu_mat":
             image, depth = self._mats[item.source].read(int(item.target))

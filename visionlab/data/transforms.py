@@ -23,15 +23,17 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def train_transform(cfg: Any, mask_fill: int) -> A.Compose:
     """Images arrive already resized to ``imgsz`` (at load time, so the cache is small). Then:
-    random rescale -> pad (ignore label) -> random crop to ``crop`` (or imgsz) -> flip -> photometric noise.
-    Training on crops of the imgsz-sized image keeps objects at the scale seen at evaluation time."""
+    random rescale -> pad (masks get ``mask_fill``: the ignore label, or 0 = invalid depth) -> random crop to
+    ``crop`` (or imgsz) -> flip -> photometric noise. Geometry is shared by the image and every mask (labels,
+    depth target, valid mask), masks always nearest-neighbour: a label or a depth is never blended. Training
+    on crops of the imgsz-sized image keeps objects at the scale seen at evaluation time."""
     h, w = cfg.crop or cfg.imgsz
     if not cfg.augment:
         same = tuple(cfg.crop or cfg.imgsz) == tuple(cfg.imgsz)
         return A.Compose([] if same else [A.RandomCrop(h, w)])
     lo, hi = cfg.scale
     ops: list[A.BasicTransform] = [
-        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0),
+        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
         A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill),
         A.RandomCrop(h, w),
         A.HorizontalFlip(p=cfg.hflip),
@@ -39,7 +41,7 @@ def train_transform(cfg: Any, mask_fill: int) -> A.Compose:
     if cfg.colour_jitter > 0:
         j = cfg.colour_jitter
         ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.05, j / 6), p=0.8))
-    if cfg.blur_noise > 0:
+    if getattr(cfg, "blur_noise", 0) > 0:  # a segment setting; depth has none
         ops.append(
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.06))], p=cfg.blur_noise)
         )
