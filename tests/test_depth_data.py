@@ -24,7 +24,7 @@ from visionlab.data.io import DataError
 
 def _cfg(data: str, **kw) -> SimpleNamespace:
     base = dict(data=str(data), imgsz=(32, 48), crop=None, fraction=1.0, cache=True, augment=False, hflip=0.5,
-                scale=(0.75, 1.25), colour_jitter=0.0, synthetic_train=3, synthetic_val=2, seed=0,
+                scale=(0.75, 1.25), colour_jitter=0.0, synthetic_train=3, synthetic_val=2, synthetic_rooms=0.0, seed=0,
                 depth_scale=None, min_depth=None, max_depth=None, eval_crop=None)
     base.update(kw)
     return SimpleNamespace(**base)
@@ -172,6 +172,19 @@ def test_yaml_sources_relative_paths_and_collate(tmp_path: Path) -> None:
         parse_depth_spec(str(tmp_path / "bad.yaml"))
 
 
+def test_yaml_mixes_synthetic_scenes_with_a_folder(tmp_path: Path) -> None:
+    """`path: synthetic` in a dataset YAML: the student's pseudo labels + synthetic scenes, one dataset."""
+    _flat_folder(tmp_path / "metric")
+    (tmp_path / "mix.yaml").write_text("sources:\n  - {path: synthetic}\n  - {name: real, path: metric, depth_scale: 1000}\n")
+    ds = DepthDataset(_cfg(tmp_path / "mix.yaml", synthetic_train=4, synthetic_rooms=0.5), "train", train=True)
+    names = [ds.name_of(i) for i in range(len(ds))]
+    assert len(ds) == 4 + 2 and [ds[i]["source"] for i in (0, 5)] == ["synthetic", "real"]
+    assert sum(n.startswith("room_") for n in names) == 2 and sum(n.startswith("scene_") for n in names) == 2
+    (tmp_path / "twice.yaml").write_text("sources:\n  - {path: synthetic}\n  - {path: synthetic}\n")
+    with pytest.raises(DataError, match="used twice"):
+        parse_depth_spec(str(tmp_path / "twice.yaml"))
+
+
 def test_nyu_mat_transposed_layout(tmp_path: Path) -> None:
     h5py = pytest.importorskip("h5py")
     n, h, w = 2, 36, 40
@@ -220,6 +233,8 @@ def test_synthetic_splits_and_sky(tmp_path: Path) -> None:
     s = val[0]
     assert s["target"].shape == (1, 32, 48) and (s["target"][s["valid"]] < 1000).all()
     assert not s["valid"].all()  # the sky is not scored
+    rooms = DepthDataset(_cfg("synthetic", synthetic_rooms=1.0), "val", train=False)
+    assert all(rooms.name_of(i).startswith("room_") for i in range(2)) and rooms[0]["valid"].all()  # no sky
     sub = DepthDataset(_cfg("synthetic", synthetic_train=10, fraction=0.3), "train", train=True)
     again = DepthDataset(_cfg("synthetic", synthetic_train=10, fraction=0.3), "train", train=True)
     assert len(sub) == 3 and [sub.name_of(i) for i in range(3)] == [again.name_of(i) for i in range(3)]

@@ -14,7 +14,8 @@
   dataset's defaults (NYU: /1000, max 10 m, Eigen crop; KITTI: /256, max 80 m, Garg crop; TUM: /5000).
 - the NYU Depth V2 labeled ``.mat`` (MATLAB v7.3 = HDF5, read lazily with h5py; NYU defaults).
 - a dataset YAML with ``sources:`` (each: name, path relative to the YAML, depth_scale, min_depth,
-  max_depth, eval_crop), for mixing evaluation sets with their own units and protocol.
+  max_depth, eval_crop), for mixing evaluation sets with their own units and protocol; ``path: synthetic``
+  adds the procedural scenes (``synthetic_train`` / ``synthetic_val`` of them), e.g. beside pseudo labels.
 - a pseudo-label folder (``manifest.json`` + ``labels/<name>.png``, see ``depth.write_pseudo_label``): split
   ``train`` = all but every 20th image, ``val`` = every 20th (deterministic).
 
@@ -250,16 +251,18 @@ def _yaml_sources(path: Path, cfg: Any) -> list[DepthSource]:
         bad = sorted(set(map(str, entry)) - _SOURCE_KEYS)
         if bad:
             raise DataError(f"{where}: unknown keys {bad}; expected among {sorted(_SOURCE_KEYS)}")
+        synthetic = str(entry["path"]) == "synthetic"  # the procedural scenes, e.g. beside pseudo labels
         fmt = entry.get("format", "folder")
         if fmt not in KIND_DEFAULTS:
             raise DataError(f"{where}: format={fmt!r}; expected one of {', '.join(KIND_DEFAULTS)}")
         root = Path(str(entry["path"])).expanduser()
         root = root if root.is_absolute() else path.parent / root  # relative to the YAML
-        name = str(entry.get("name") or root.stem)
+        name = str(entry.get("name") or ("synthetic" if synthetic else root.stem))
         if name in names:
             raise DataError(f"{where}: source name '{name}' used twice; expected unique names")
         names.add(name)
-        sources.append(_path_source(root, fmt, entry, cfg, where, name))
+        sources.append(_source(name, "synthetic", None, {}, entry, cfg, where) if synthetic
+                       else _path_source(root, fmt, entry, cfg, where, name))
     return sources
 
 

@@ -34,6 +34,7 @@ class DepthConfig(BaseConfig):
     crop: tuple[int, int] | None
     synthetic_train: int
     synthetic_val: int
+    synthetic_rooms: float
     hflip: float
     scale: tuple[float, float]
     colour_jitter: float
@@ -54,7 +55,7 @@ class DepthConfig(BaseConfig):
 
     _crop = field_validator("crop", mode="before")(as_size)
     _scenes = field_validator("synthetic_train", "synthetic_val")(scene_count)
-    _probability = field_validator("hflip", "colour_jitter")(probability)
+    _probability = field_validator("hflip", "colour_jitter", "synthetic_rooms")(probability)
     _scale = field_validator("scale")(scale_range)
 
     @field_validator("depth_scale", "min_depth", "max_depth")
@@ -176,7 +177,7 @@ class DepthTask(Task):
     summary_keys = ("absrel", "delta1")
     compare_keys = ("absrel_ci_low", "absrel_ci_high", "delta1_ci_low", "delta1_ci_high", "rmse", "delta2", "images")
     # the evaluation protocol travels with the checkpoint: val uses what the model was trained and judged on
-    inherit_from_checkpoint = ("data", "imgsz", "synthetic_val", "depth_scale", "min_depth", "max_depth",
+    inherit_from_checkpoint = ("data", "imgsz", "synthetic_val", "synthetic_rooms", "depth_scale", "min_depth", "max_depth",
                                "eval_crop", "align")
 
     # ------------------------------------------------------------------ training and evaluation
