@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_block import write_doc_block
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "cifar10_recipe.yaml"
-BEGIN, END = "<!-- cifar10-speed:begin -->", "<!-- cifar10-speed:end -->"
-TEACHER = Path("weights") / "cifar10_resnet" / "resnet56-4bfd9763.th"
+
 
 
 def measure_rate(task: Any, cfg: Any, teacher: str | None, steps: int = 6) -> float:
@@ -101,17 +102,6 @@ def plot(curves: dict[str, list[tuple[int, float, float]]], target: float, budge
     return path
 
 
-def write_block(doc: Path, lines: list[str]) -> None:
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n\nEvery number comes from a run of the named script.\n"
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("VISIONLAB_SHARED", str(REPO.parent / "shared")))
@@ -121,9 +111,10 @@ def main() -> int:
     ap.add_argument("--distill", action="store_true", help="also train the same student with --teacher, same budget")
     ap.add_argument("--teacher", default=None, help=f"teacher checkpoint (default SHARED/{TEACHER})")
     ap.add_argument("--mnist", default=None, help="MNIST / Fashion-MNIST idx folder instead of CIFAR-10")
-    ap.add_argument("--smoke", action="store_true", help="tiny scale (2% of train, tiny net): checks the script")
+    ap.add_argument("--smoke", action="store_true", help="tiny scale (2%% of train, tiny net): checks the script")
     ap.add_argument("--project", default=str(REPO / "runs" / "bench"))
     ap.add_argument("--doc", default=None, help="markdown file (default docs/benchmarks.md; smoke: under runs/)")
+    ap.add_argument("--tag", default="", help="name of this report (own doc block and picture), e.g. 60min")
     ap.add_argument("overrides", nargs="*", help="key=value settings on top of the recipe")
     args = ap.parse_args()
 
@@ -160,7 +151,8 @@ def main() -> int:
     variants = [("student", None)] + ([("student + teacher", teacher)] if args.distill else [])
     curves, summaries, commands = {}, {}, []
     for label, teach in variants:
-        overrides = {**base, "name": "distill" if teach else "plain", **({"teacher": teach} if teach else {})}
+        name = ("distill" if teach else "plain") + (f"_{args.tag}" if args.tag else "")
+        overrides = {**base, "name": name, **({"teacher": teach} if teach else {})}
         cfg = build_config(task.config_cls, "classify", dict(overrides))
         n_train = len(task.load_classify_split(cfg, "train"))
         rate = measure_rate(task, cfg, teach)
@@ -184,7 +176,7 @@ def main() -> int:
 
     out_dir = project if args.smoke else REPO / "docs"
     doc = Path(args.doc) if args.doc else out_dir / "benchmarks.md"
-    image = (project if args.smoke else REPO / "docs" / "images") / "cifar10_accuracy_vs_time.png"
+    image = (project if args.smoke else REPO / "docs" / "images") / f"cifar10_accuracy_vs_time{'_' + args.tag if args.tag else ''}.png"
     plot(curves, target, budget_s, image, f"{dataset}: test accuracy vs training time")
     env = environment_info()
     cmd = "python benchmarks/cifar10_speed.py " + " ".join(sys.argv[1:])
@@ -217,7 +209,7 @@ def main() -> int:
         lines.append(f"- {label}: " + ", ".join(f"{t / 60:.1f}: {100 * a:.2f}%" for _, t, a in pts))
     rel = os.path.relpath(image, doc.parent)
     lines += ["", f"![test accuracy vs training time]({rel})"]
-    write_block(doc, lines)
+    write_doc_block(doc, "cifar10-speed" + (f"-{args.tag}" if args.tag else ""), lines)
     print("\n".join(lines))
     print(f"written {doc} and {image}")
     return 0
