@@ -27,6 +27,7 @@ from visionlab.tasks.base import Metrics, Task, register_task, upsample
 COLORMAPS = {"spectral": "Spectral_r", "turbo": "turbo", "viridis": "viridis"}  # Spectral_r: near = red (DAv2)
 RAW_FORMATS = ("png16", "npy", "both")
 PSEUDO_FORMATS = ("png16", "npy")
+LOSS_ALIGN_MODES = ("median", "lsq")
 OFFICIAL_IMGSZ = 518  # Depth Anything V2's inference size
 
 
@@ -43,6 +44,7 @@ class DepthConfig(BaseConfig):
     max_depth: float | None
     eval_crop: str | None
     align: str
+    loss_align: str
     encoder: str | None
     ssi_weight: float
     gm_weight: float
@@ -87,6 +89,7 @@ class DepthConfig(BaseConfig):
         return v
 
     _align = field_validator("align")(one_of("align", ALIGN_MODES))
+    _loss_align = field_validator("loss_align")(one_of("loss_align", LOSS_ALIGN_MODES))
     _colormap = field_validator("colormap")(one_of("colormap", COLORMAPS))
     _save_raw = field_validator("save_raw")(one_of("save_raw", RAW_FORMATS))
     _pseudo_format = field_validator("pseudo_format")(one_of("pseudo_format", PSEUDO_FORMATS))
@@ -230,7 +233,7 @@ class DepthTask(Task):
 
     def build_loss(self, cfg: DepthConfig, train_set: Dataset) -> nn.Module:
         loss = DepthLoss(ssi_weight=cfg.ssi_weight, gm_weight=cfg.gm_weight, trim=cfg.trim,
-                         silog_weight=cfg.silog_weight)
+                         align=cfg.loss_align, silog_weight=cfg.silog_weight)
         return _LossOnBatch(loss, cfg.distill_weight)
 
     def new_metrics(self, cfg: DepthConfig, device: torch.device, sync: bool = True) -> Metrics:
