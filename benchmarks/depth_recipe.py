@@ -1,9 +1,11 @@
 """The Depth Anything V2 recipe at CPU scale, end to end, within a time budget (default one hour, 2 cores):
 
-1. teacher: trained on the built-in synthetic scenes (metric depth labels);
+1. teacher: trained on the built-in synthetic scenes (metric depth labels; ``--rooms`` of them indoor rooms and
+   tabletops, the rest streets);
 2. pseudo labels: the teacher labels real unlabeled images (CamVid train + val images, no CamVid labels
    used, and shared/data/photos) with `visionlab depth pseudo-label`;
-3. student: trained on those pseudo labels only;
+3. student: fine-tuned from the teacher (``--student-init``) on those pseudo labels plus ``--student-synthetic``
+   synthetic scenes (0 = pseudo labels only, as in Depth Anything V2, whose 62M real images we do not have);
 4. evaluation on every real depth frame of shared/data/depth (NYU, KITTI, TUM, Middlebury; a dataset YAML
    with sources and units is written into the run folder) of the teacher, the student and two trivial
    baselines measured in the same run: a constant depth and an image-row prior (nearer at the bottom).
@@ -29,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from doc_block import write_doc_block
+
 REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- depth-recipe:begin -->", "<!-- depth-recipe:end -->"
+DOC_BLOCK = "depth-recipe"
 # (source name, folder under shared/data/depth, format = unit/protocol defaults): every real depth frame
 EVAL_SOURCES = [
     ("nyu", "metric3d_nyu_kitti/nyu_demo", "nyu"),  # /1000, 10 m, Eigen crop
@@ -59,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--teacher-imgsz", type=int, nargs=2, default=[192, 256], metavar=("H", "W"))
     ap.add_argument("--teacher-scenes", type=int, default=800, help="synthetic training scenes")
     ap.add_argument("--teacher-val-scenes", type=int, default=64)
+    ap.add_argument("--rooms", type=float, default=0.5,
+                    help="share of the synthetic scenes that are indoor rooms / tabletops (0 = streets only)")
     ap.add_argument("--teacher-epochs", default="auto", help="int or auto (from the time budget)")
     ap.add_argument("--teacher-lr", type=float, default=0.001)
     # pseudo labels
@@ -69,8 +75,10 @@ def parse_args() -> argparse.Namespace:
     # student
     ap.add_argument("--student-model", default="depth_efficientnet_lite0")
     ap.add_argument("--student-pretrained", default="imagenet")
-    ap.add_argument("--student-init", default="pretrained", choices=["pretrained", "teacher"],
-                    help="start the student from --student-pretrained weights or fine-tune the teacher")
+    ap.add_argument("--student-init", default="teacher", choices=["pretrained", "teacher"],
+                    help="fine-tune the teacher (default) or start from --student-pretrained weights")
+    ap.add_argument("--student-synthetic", type=int, default=400,
+                    help="synthetic scenes mixed into the student's pseudo labels (0 = pseudo labels only)")
     ap.add_argument("--student-imgsz", type=int, nargs=2, default=[192, 256], metavar=("H", "W"))
     ap.add_argument("--student-epochs", default="auto", help="int or auto (from the time budget)")
     ap.add_argument("--student-lr", type=float, default=0.001)
@@ -85,6 +93,7 @@ def parse_args() -> argparse.Namespace:
     if args.smoke:  # every stage, tiny
         args.teacher_imgsz = args.student_imgsz = [64, 96]
         args.teacher_scenes, args.teacher_val_scenes, args.max_unlabeled = 24, 4, 24
+        args.student_synthetic = min(args.student_synthetic, 8)
         args.teacher_epochs = args.student_epochs = "1"
         args.batch, args.workers, args.name = 4, 0, "smoke"
     args.eval_imgsz = args.eval_imgsz or args.teacher_imgsz
@@ -133,6 +142,19 @@ def write_eval_yaml(shared: Path, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# every real depth frame of shared/data/depth; units and eval protocol per source\n"
                     + yaml.safe_dump({"name": "real_depth", "sources": sources}, sort_keys=False))
+    return path
+
+
+def student_data_yaml(run_dir: Path, synthetic: int) -> Path:
+    """The student's data: the pseudo-label folder, plus synthetic scenes when ``synthetic`` > 0 (a dataset YAML)."""
+    if not synthetic:
+        return run_dir / "pseudo"
+    import yaml
+
+    path = run_dir / "student_data.yaml"
+    sources = [{"name": "pseudo", "path": "pseudo"}, {"name": "synthetic", "path": "synthetic"}]
+    path.write_text("# pseudo labels of the real unlabeled images + synthetic scenes with exact depth\n"
+                    + yaml.safe_dump({"name": "student", "sources": sources}, sort_keys=False))
     return path
 
 
@@ -254,7 +276,7 @@ def main() -> int:
                                   args.max_epochs)
     teacher_cfg = {"data": "synthetic", "model": args.teacher_model, "pretrained": args.teacher_pretrained,
                    "imgsz": args.teacher_imgsz, "synthetic_train": args.teacher_scenes,
-                   "synthetic_val": args.teacher_val_scenes, "epochs": t_epochs, "lr": args.teacher_lr,
+                   "synthetic_val": args.teacher_val_scenes, "synthetic_rooms": args.rooms, "epochs": t_epochs, "lr": args.teacher_lr,
                    "name": "teacher", **common}
     commands.append(cli("train", teacher_cfg) + f"   # epochs {t_how}")
     print(commands[-1], flush=True)
@@ -275,12 +297,17 @@ def main() -> int:
     t0 = time.perf_counter()
     n_pseudo = pseudo["counts"]["labelled"]
     n_val = len(range(0, n_pseudo, 20))
+    n_syn, n_syn_val = args.student_synthetic, args.student_synthetic // 10
     s_epochs, s_how = auto_epochs(args.student_epochs, args.student_model, args.student_imgsz, args.batch,
-                                  n_pseudo - n_val, n_val, budget_s * BUDGET_SHARE["student"], args.max_epochs)
+                                  n_pseudo - n_val + n_syn, n_val + n_syn_val, budget_s * BUDGET_SHARE["student"],
+                                  args.max_epochs)
     start = {"model": str(teacher_dir / "weights" / "best.safetensors")} if args.student_init == "teacher" else \
         {"model": args.student_model, "pretrained": args.student_pretrained}
-    student_cfg = {"data": str(run_dir / "pseudo"), **start, "imgsz": args.student_imgsz, "epochs": s_epochs,
+    student_data = student_data_yaml(run_dir, n_syn)
+    student_cfg = {"data": str(student_data), **start, "imgsz": args.student_imgsz, "epochs": s_epochs,
                    "lr": args.student_lr, "name": "student", **common}
+    if n_syn:
+        student_cfg.update({"synthetic_train": n_syn, "synthetic_val": max(n_syn_val, 1), "synthetic_rooms": args.rooms})
     commands.append(cli("train", student_cfg) + f"   # epochs {s_how}")
     print(commands[-1], flush=True)
     student_dir = visionlab.train("depth", **student_cfg)
@@ -291,7 +318,8 @@ def main() -> int:
     eval_cfg, frames = real_frames(task, data_yaml, args.eval_imgsz, args.batch)
     results: dict[str, dict[str, Any]] = {}
     for key, label, make in (("teacher", f"teacher ({args.teacher_model}, synthetic)", None),
-                             ("student", f"student ({args.student_model}, pseudo labels)", None),
+                             ("student", f"student ({args.student_model}, pseudo labels"
+                              f"{' + synthetic' if args.student_synthetic else ''})", None),
                              ("constant", ConstantDepth.label, ConstantDepth.build),
                              ("row_prior", RowPrior.label, RowPrior.build)):
         if make is None:
@@ -319,12 +347,7 @@ def main() -> int:
             shutil.copyfile(src, grids[key])
     lines = report(args, results, timings, commands, run_dir, data_yaml, pseudo, t_epochs, s_epochs, grids, doc,
                    environment_info())
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n\nEvery number here comes from a run of the named script.\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + "\n".join(lines) + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    doc.write_text(text)
+    write_doc_block(doc, DOC_BLOCK, lines)
     print("\n".join(lines))
     print(f"\nreport written to {doc}; run folder {run_dir}; torch threads {torch.get_num_threads()}")
     return 0
@@ -342,7 +365,6 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
     gain = 1 - student / rows
     met_rows, met_teacher = gain >= 0.30, student <= teacher
     lines = [
-        BEGIN,
         "## Depth: teacher -> pseudo labels -> student (Depth Anything V2 recipe, CPU scale)" + (" [SMOKE]" if args.smoke else ""),
         "",
         f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']}, "
@@ -360,7 +382,9 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
         f"{t_epochs} epochs at {args.teacher_imgsz[0]}x{args.teacher_imgsz[1]}. Pseudo labels: "
         f"{pseudo['counts']['labelled']} unlabeled images ({', '.join(args.unlabeled)}; no labels read). "
         f"Student: {args.student_model} (init {args.student_init if args.student_init == 'teacher' else args.student_pretrained}), "
-        f"{s_epochs} epochs at {args.student_imgsz[0]}x{args.student_imgsz[1]} on the pseudo labels only.",
+        f"{s_epochs} epochs at {args.student_imgsz[0]}x{args.student_imgsz[1]} on the pseudo labels"
+        + (f" + {args.student_synthetic} synthetic scenes." if args.student_synthetic else " only.")
+        + f" Synthetic scenes: {args.rooms:.0%} indoor rooms / tabletops (`synthetic_rooms`), the rest streets.",
         "",
         "| model | params | AbsRel (lower is better) | delta1 (higher is better) | " + " | ".join(f"{s} AbsRel" for s in sources) + " |",
         "|---|---|---|---|" + "---|" * len(sources),
@@ -387,7 +411,6 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
         rel = os.path.relpath(path, doc.parent)
         lines += ["", f"{key.capitalize()}: best and worst real frames by AbsRel (image | ground truth | prediction | error)",
                   "", f"![{key} best/worst]({rel})"]
-    lines.append(END)
     return lines
 
 
