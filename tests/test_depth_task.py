@@ -169,7 +169,10 @@ def test_predict_writes_colour_and_raw_that_round_trip(depth_run: Path, tmp_path
     assert np.abs(raw - expected).max() <= expected.max() / 65535 / 2 + 1e-6
     np.testing.assert_allclose(np.load(tmp_path / "pred" / "raw" / "img0.npy"), expected, rtol=1e-5, atol=1e-6)
     colour = np.asarray(Image.open(tmp_path / "pred" / "colour" / "img0.png"))
-    np.testing.assert_array_equal(colour, colorize_disparity(expected, "turbo"))
+    # the same map through the same LUT; a value on a LUT bin edge may land one bin over (float rounding of
+    # the CLI's and this process's forward passes differ slightly), which moves a colour by a few levels
+    diff = np.abs(colour.astype(int) - colorize_disparity(expected, "turbo").astype(int)).max(-1)
+    assert (diff > 0).mean() < 0.005 and diff.max() <= 12, (diff > 0).sum()
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["images"] == 2 and summary["disparity"]["max"] >= summary["disparity"]["min"] >= 0
 
