@@ -28,7 +28,7 @@ from doc_block import write_doc_block
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "cifar10_recipe.yaml"
-
+TEACHER = Path("weights") / "cifar10_resnet" / "resnet56-4bfd9763.th"
 
 
 def measure_rate(task: Any, cfg: Any, teacher: str | None, steps: int = 6) -> float:
@@ -148,10 +148,11 @@ def main() -> int:
     budget_s = args.minutes * 60
 
     task = get_task("classify")
+    suffix = f"_{args.tag}" if args.tag else ""  # run names and picture of a tagged report
     variants = [("student", None)] + ([("student + teacher", teacher)] if args.distill else [])
     curves, summaries, commands = {}, {}, []
     for label, teach in variants:
-        name = ("distill" if teach else "plain") + (f"_{args.tag}" if args.tag else "")
+        name = ("distill" if teach else "plain") + suffix
         overrides = {**base, "name": name, **({"teacher": teach} if teach else {})}
         cfg = build_config(task.config_cls, "classify", dict(overrides))
         n_train = len(task.load_classify_split(cfg, "train"))
@@ -176,7 +177,7 @@ def main() -> int:
 
     out_dir = project if args.smoke else REPO / "docs"
     doc = Path(args.doc) if args.doc else out_dir / "benchmarks.md"
-    image = (project if args.smoke else REPO / "docs" / "images") / f"cifar10_accuracy_vs_time{'_' + args.tag if args.tag else ''}.png"
+    image = (project if args.smoke else REPO / "docs" / "images") / f"cifar10_accuracy_vs_time{suffix}.png"
     plot(curves, target, budget_s, image, f"{dataset}: test accuracy vs training time")
     env = environment_info()
     cmd = "python benchmarks/cifar10_speed.py " + " ".join(sys.argv[1:])

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _EPS = 1e-8
+LOSS_ALIGN_MODES = ("median", "lsq")  # how the losses compare a prediction with its target (aligned_residual)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -176,8 +177,8 @@ class DepthLoss(nn.Module):
         lambd: float = 0.85,
     ):
         super().__init__()
-        if align not in ("lsq", "median"):
-            raise ValueError(f"align '{align}' is not one of lsq, median")
+        if align not in LOSS_ALIGN_MODES:
+            raise ValueError(f"align '{align}' is not one of {', '.join(LOSS_ALIGN_MODES)}")
         self.ssi_weight, self.gm_weight, self.silog_weight = ssi_weight, gm_weight, silog_weight
         self.trim, self.scales, self.align, self.lambd = trim, scales, align, lambd
         self.last: dict[str, float] = {}

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from visionlab.cfg import BaseConfig, ConfigError, as_size, one_of, probability, scale_range, scene_count
-from visionlab.losses.depth import DepthLoss
+from visionlab.losses.depth import LOSS_ALIGN_MODES, DepthLoss
 from visionlab.metrics.depth import ALIGN_MODES, DepthMetrics
 from visionlab.models import depth_cnn as _cnn  # noqa: F401  (registers the CNN depth models)
 from visionlab.models import dpt as _dpt  # noqa: F401  (registers dpt_vits/vitb/vitl)
@@ -27,7 +27,6 @@ from visionlab.tasks.base import Metrics, Task, register_task, upsample
 COLORMAPS = {"spectral": "Spectral_r", "turbo": "turbo", "viridis": "viridis"}  # Spectral_r: near = red (DAv2)
 RAW_FORMATS = ("png16", "npy", "both")
 PSEUDO_FORMATS = ("png16", "npy")
-LOSS_ALIGN_MODES = ("median", "lsq")
 OFFICIAL_IMGSZ = 518  # Depth Anything V2's inference size
 
 
