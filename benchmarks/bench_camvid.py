@@ -86,7 +86,7 @@ def main() -> int:
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     ap.add_argument("--from-runs", nargs="*", default=None, help="rewrite the doc section from existing bench runs")
     ap.add_argument("--no-single-thread", action="store_true",
-                    help="skip the second CamVid run at threads=1 (eager, channels_last, ort, ort_int8_static)")
+                    help="skip the second CamVid run at threads=1 (eager, channels_last, compile_bf16, ort, ort_int8_static)")
     ap.add_argument("overrides", nargs="*", help="key=value bench settings (variants, iters, repeats, ...)")
     args = ap.parse_args()
     camvid = Path(args.shared) / "data" / "camvid"
@@ -121,7 +121,7 @@ def main() -> int:
         print(f"camvid bench: {time.perf_counter() - t0:.0f} s")
         if not args.no_single_thread:  # PyTorch's OpenMP barriers stall when other jobs share the cores
             runs.append(run_bench({**base, "name": "camvid_1thread", "threads": 1,
-                                   "variants": ["channels_last", "ort", "ort_int8_static"]}))
+                                   "variants": ["channels_last", "compile_bf16", "ort", "ort_int8_static"]}))
         for ckpt in args.also:
             extra = args.also_args.split()
             runs.append(run_bench({"model": ckpt, "project": args.project, **parse_overrides(extra + args.overrides)}))

@@ -8,7 +8,7 @@ writes a block of docs/benchmarks.md. ``--epochs auto`` (default) times a few tr
 picks the epochs that fit ``--minutes``, so the onecycle schedule ends inside the budget.
 
     python benchmarks/cifar10_speed.py --shared ../shared [--minutes 10] [--distill] [--teacher PATH]
-    python benchmarks/cifar10_speed.py --mnist DIR          # MNIST / Fashion-MNIST idx files, if you have them
+    python benchmarks/cifar10_speed.py --mnist DIR --minutes 1 --tag mnist   # idx files: benchmarks/fetch_mnist.py
     python benchmarks/cifar10_speed.py --smoke              # seconds: tiny subset, writes under runs/bench/smoke
     ... [key=value overrides of the recipe]
 """
@@ -28,6 +28,7 @@ from doc_block import write_doc_block
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "cifar10_recipe.yaml"
+MNIST_RECIPE = REPO / "benchmarks" / "mnist_recipe.yaml"
 TEACHER = Path("weights") / "cifar10_resnet" / "resnet56-4bfd9763.th"
 
 
@@ -125,21 +126,23 @@ def main() -> int:
 
     shared = Path(args.shared)
     if args.mnist:
-        data, dataset, target = args.mnist, f"MNIST-format idx files in {args.mnist}", args.target or 0.99
-        extra: dict[str, Any] = {"hflip": False}  # mirrored digits are other digits
+        names = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST (benchmarks/fetch_mnist.py split)"}
+        data, target = args.mnist, args.target or 0.99
+        dataset = names.get(Path(args.mnist).name, f"idx files in {args.mnist}")
+        recipe, stem, extra = MNIST_RECIPE, "mnist", {}
     else:
         cifar = shared / "data" / "cifar10"
         if not (cifar / "train.zip").is_file():
             print(f"skip: CIFAR-10 not found at {cifar} (pass --shared or set VISIONLAB_SHARED)")
             return 0
-        data, dataset, target, extra = f"folder:{cifar}", "CIFAR-10 (JPEG re-encoding, shared/data/cifar10)", \
-            args.target or 0.85, {}
+        data, dataset, target = f"folder:{cifar}", "CIFAR-10 (JPEG re-encoding, shared/data/cifar10)", args.target or 0.85
+        recipe, stem, extra = RECIPE, "cifar10", {}
     teacher = args.teacher or str(shared / TEACHER)
     if args.distill and not Path(teacher).is_file():
         print(f"error: --distill needs a teacher; {teacher} not found (pass --teacher PATH)")
         return 2
     project = Path(args.project) / ("smoke" if args.smoke else "cifar10_speed")
-    base = {"cfg": str(RECIPE), "data": data, "split": "test", "val_fraction": 0, "mlflow": False,
+    base = {"cfg": str(recipe), "data": data, "split": "test", "val_fraction": 0, "mlflow": False,
             "project": str(project), "exist_ok": True, **extra}
     if args.smoke:  # about a minute per run: 2% of train, the narrowest net, 2 epochs, a 1,000-image holdout
         base.update({"fraction": 0.02, "width": 0.125, "batch": 64, "split": "val", "val_fraction": 0.02,
@@ -173,18 +176,18 @@ def main() -> int:
                             "probe_rate": rate, "n_train": n_train,
                             "params": json.loads((run_dir / "results.json").read_text())["params"]}
         shown = " ".join(f"{k}={v}" for k, v in overrides.items() if k not in ("mlflow", "exist_ok", "cfg"))
-        commands.append(f"visionlab classify train cfg=benchmarks/cifar10_recipe.yaml {shown}")
+        commands.append(f"visionlab classify train cfg=benchmarks/{recipe.name} {shown}")
 
     out_dir = project if args.smoke else REPO / "docs"
     doc = Path(args.doc) if args.doc else out_dir / "benchmarks.md"
-    image = (project if args.smoke else REPO / "docs" / "images") / f"cifar10_accuracy_vs_time{suffix}.png"
+    image = (project if args.smoke else REPO / "docs" / "images") / f"{stem}_accuracy_vs_time{suffix}.png"
     plot(curves, target, budget_s, image, f"{dataset}: test accuracy vs training time")
     env = environment_info()
     cmd = "python benchmarks/cifar10_speed.py " + " ".join(sys.argv[1:])
     lines = [
         f"## Classification: {dataset}, test accuracy against CPU training time",
         "",
-        f"Command: `{cmd.strip()}` (recipe `benchmarks/cifar10_recipe.yaml` on `cfg/classify.yaml`; each run is:)",
+        f"Command: `{cmd.strip()}` (recipe `benchmarks/{recipe.name}` on `cfg/classify.yaml`; each run is:)",
         "",
         *[f"    {c}" for c in commands],
         "",
@@ -193,7 +196,7 @@ def main() -> int:
         + (" (SMOKE: 2% of the training set, accuracy on a 1,000-image val holdout: not a result)"
            if args.smoke else "") + ".",
         f"Budget {args.minutes:g} min of training (test-set evaluation after every epoch is not counted); "
-        f"target {100 * target:.0f}% test accuracy; flip TTA at evaluation.",
+        f"target {100 * target:.0f}% test accuracy" + ("; flip TTA at evaluation." if cfg.tta else "."),
         "",
         "| run | params | epochs | training images/s | time to " + f"{100 * target:.0f}%" +
         " | best test acc within budget | final test acc | training time | wall time |",
@@ -210,7 +213,7 @@ def main() -> int:
         lines.append(f"- {label}: " + ", ".join(f"{t / 60:.1f}: {100 * a:.2f}%" for _, t, a in pts))
     rel = os.path.relpath(image, doc.parent)
     lines += ["", f"![test accuracy vs training time]({rel})"]
-    write_doc_block(doc, "cifar10-speed" + (f"-{args.tag}" if args.tag else ""), lines)
+    write_doc_block(doc, f"{stem}-speed" + (f"-{args.tag}" if args.tag else ""), lines)
     print("\n".join(lines))
     print(f"written {doc} and {image}")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -87,6 +88,28 @@ def test_fixed_batch_pads_the_last_chunk_and_drops_it() -> None:
     x = torch.arange(5.0).view(5, 1)
     out = FixedBatch(net, 2)(x)
     assert seen == [2, 2, 2] and torch.equal(out, x * 2)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_half_precision_variants_skip_only_where_emulated(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from visionlab.engine import bench as bench_mod
+    from visionlab.engine import onnx_model
+
+    flags = {"avx512_bf16": False, "amx_bf16": native, "avx512_fp16": False}
+    monkeypatch.setattr(onnx_model, "cpu_flags", lambda: flags)
+    ctx = SimpleNamespace(device=torch.device("cpu"), requested=["eager", "bf16", "compile_bf16"])
+    if native:
+        bench_mod._check_half(ctx, "compile_bf16", torch.bfloat16)  # AMX: measured
+    else:
+        ctx.requested = ["eager"]  # not asked for by name: a skipped row with the reason
+        with pytest.raises(bench_mod.Skipped, match="avx512_bf16 or AMX"):
+            bench_mod._check_half(ctx, "compile_bf16", torch.bfloat16)
+        ctx.requested = ["eager", "compile_bf16"]  # asked for by name: measured anyway
+        bench_mod._check_half(ctx, "compile_bf16", torch.bfloat16)
+    with pytest.raises(bench_mod.Skipped, match="avx512_fp16"):
+        bench_mod._check_half(SimpleNamespace(device=torch.device("cpu"), requested=["eager"]), "fp16", torch.float16)
 
 
 def test_pareto_front_and_best_variant_follow_the_fitness_direction() -> None:
@@ -195,10 +218,12 @@ def test_bad_keys_are_one_line(checkpoints: dict[str, Path], tmp_path: Path) -> 
 @pytest.mark.slow
 def test_compile_variant(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """torch.compile with freezing: minutes of C++ compilation on 2 cores, hence slow."""
-    code, out = run_cli("bench", f"model={checkpoints['segment']}", "variants=[compile]", *QUICK,
+    code, out = run_cli("bench", f"model={checkpoints['segment']}", "variants=[compile,compile_bf16]", *QUICK,
                         f"project={tmp_path}", "name=c")
     assert code == 0, out
-    row = _rows(tmp_path / "c")["compile"]
-    assert row["status"] in ("ok", "skipped", "failed") and (row["status"] == "ok" or row["note"])
-    if row["status"] == "ok":
-        assert float(row["metric"]) == pytest.approx(float(_rows(tmp_path / "c")["eager"]["metric"]), abs=1e-4)
+    rows = _rows(tmp_path / "c")
+    for name, tolerance in (("compile", 1e-4), ("compile_bf16", 0.05)):  # bf16: 8-bit mantissa
+        row = rows[name]
+        assert row["status"] in ("ok", "skipped", "failed") and (row["status"] == "ok" or row["note"])
+        if row["status"] == "ok":
+            assert float(row["metric"]) == pytest.approx(float(rows["eager"]["metric"]), abs=tolerance)

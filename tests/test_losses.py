@@ -31,7 +31,7 @@ def make_loss(kind: str) -> SegmentationLoss:
 
 
 def test_loss_names():
-    assert LOSSES == ("ce", "balanced_ce", "dice", "ce_dice", "focal")
+    assert LOSSES == ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce")
 
 
 @pytest.mark.parametrize("kind", LOSSES)
@@ -172,3 +172,30 @@ def test_balanced_ce_without_weights_raises():
 def test_unknown_loss_raises():
     with pytest.raises(ValueError, match="loss 'xyz' is not one of ce, balanced_ce, dice, ce_dice, focal"):
         SegmentationLoss("xyz")
+
+
+def test_topk_ce_is_the_mean_of_the_hardest_pixels_hand_computed():
+    from visionlab.losses.segmentation import topk_cross_entropy
+
+    # 1 image, 2 classes, 4 pixels (one ignored): per-pixel CE = log(1 + e^-margin) for margins 2, 0, -1
+    logits = torch.tensor([[[[2.0, 0.0, -1.0, 5.0]], [[0.0, 0.0, 0.0, 0.0]]]])  # [1, 2, 1, 4]
+    target = torch.tensor([[[0, 0, 0, IGNORE_INDEX]]])
+    ce = [math.log1p(math.exp(-m)) for m in (2.0, 0.0, -1.0)]
+    assert topk_cross_entropy(logits, target, 1 / 3).item() == pytest.approx(max(ce), rel=1e-6)
+    assert topk_cross_entropy(logits, target, 2 / 3).item() == pytest.approx((ce[1] + ce[2]) / 2, rel=1e-6)
+    assert topk_cross_entropy(logits, target, 1.0).item() == pytest.approx(sum(ce) / 3, rel=1e-6)
+
+
+def test_ce_lovasz_is_ce_plus_smp_lovasz():
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    logits, target = fixed_example()
+    lovasz = LovaszLoss(mode="multiclass", per_image=False, ignore_index=IGNORE_INDEX)(logits, target)
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    assert make_loss("ce_lovasz")(logits, target).item() == pytest.approx((ce + lovasz).item(), rel=1e-6)
+
+
+def test_lovasz_is_zero_for_a_perfect_prediction():
+    target = torch.randint(0, C, (2, 5, 5), generator=torch.Generator().manual_seed(1))
+    logits = torch.nn.functional.one_hot(target, C).permute(0, 3, 1, 2).float() * 50
+    assert make_loss("ce_lovasz")(logits, target).item() == pytest.approx(0.0, abs=1e-4)

@@ -41,3 +41,36 @@ def test_augment_off_keeps_the_image() -> None:
     image, mask = _blocky_scene()
     out = train_transform(_cfg(augment=False), mask_fill=255)(image=image, mask=mask)
     assert (out["image"] == image).all() and (out["mask"] == mask).all()
+
+
+def _scene_with_one_small_person(h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.full((h, w), 1, dtype=np.uint8)  # flat everywhere
+    mask[80:88, 120:124] = 6  # one small "human" in the bottom-right corner
+    return CATEGORY_COLOURS[mask], mask
+
+
+def test_rare_crop_places_crops_on_rare_categories() -> None:
+    from visionlab.data.segmentation import rare_focus
+
+    image, mask = _scene_with_one_small_person()
+    hits = {}
+    for p in (0.0, 1.0):
+        cfg = _cfg(scale=[1.0, 1.0], crop=[32, 32], hflip=0.0, rare_crop=p)
+        t = train_transform(cfg, mask_fill=IGNORE_INDEX, focus=rare_focus(cfg))
+        t.set_random_seed(0)
+        hits[p] = sum(bool((t(image=image, mask=mask)["mask"] == 6).any()) for _ in range(40))
+    assert hits[1.0] == 40  # every focused crop holds the person
+    assert hits[0.0] < 10  # a uniform 32x32 crop of 96x128 rarely does
+
+
+def test_rare_focus_and_bad_categories() -> None:
+    import pytest
+
+    from visionlab.cfg import ConfigError
+    from visionlab.data.segmentation import rare_focus
+
+    assert rare_focus(_cfg()) is None
+    p, common = rare_focus(_cfg(rare_crop=0.5, rare_categories=["human"]))
+    assert p == 0.5 and 6 not in common and IGNORE_INDEX in common and set(common) == {0, 1, 2, 3, 4, 5, 7, 255}
+    with pytest.raises((ConfigError, ValueError), match="rare_categories"):
+        _cfg(rare_categories=["pole"])

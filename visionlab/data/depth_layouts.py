@@ -311,14 +311,21 @@ def _pair_flat(directory: Path, skipped: list[str]) -> list[tuple[str, Path, Pat
                 images = [p for p in group if p.suffix.lower() in IMAGE_SUFFIXES]
                 if len(images) == 1:
                     rgb[stem], targets[stem] = images[0], (suffixes[".npy"], "disp_npy")
+    pairs = _join(rgb, targets, skipped, "no depth/disparity file for this image", "no RGB image for this depth file")
+    return [(key or directory.name, *rest) for key, *rest in pairs]
+
+
+def _join(images: dict[str, Path], targets: dict[str, tuple[Path, str]], skipped: list[str], no_target: str,
+          no_image: str) -> list[tuple[str, Path, Path, str]]:
+    """(key, rgb, target, fmt) for keys in both tables, sorted; a key in one table only goes to ``skipped``."""
     pairs = []
-    for key in sorted(set(rgb) | set(targets)):
+    for key in sorted(set(images) | set(targets)):
         if key not in targets:
-            skipped.append(f"{rgb[key]}: no depth/disparity file for this image (skipped)")
-        elif key not in rgb:
-            skipped.append(f"{targets[key][0]}: no RGB image for this depth file (skipped)")
+            skipped.append(f"{images[key]}: {no_target} (skipped)")
+        elif key not in images:
+            skipped.append(f"{targets[key][0]}: {no_image} (skipped)")
         else:
-            pairs.append((key or directory.name, rgb[key], *targets[key]))
+            pairs.append((key, images[key], *targets[key]))
     return pairs
 
 
@@ -339,16 +346,8 @@ def _pair_subfolders(rgb_dir: Path, depth_dir: Path, skipped: list[str]) -> list
 
     images = index([p for p in _image_files(rgb_dir) if p.suffix.lower() in IMAGE_SUFFIXES], rgb_dir)
     depths = index([p for p in _image_files(depth_dir) if p.suffix.lower() in (".png", ".npy")], depth_dir)
-    pairs = []
-    for key in sorted(set(images) | set(depths)):
-        if key not in depths:
-            skipped.append(f"{images[key]}: no file named like it in {depth_dir} (skipped)")
-        elif key not in images:
-            skipped.append(f"{depths[key]}: no file named like it in {rgb_dir} (skipped)")
-        else:
-            fmt = "disp_npy" if depths[key].suffix.lower() == ".npy" else "depth_png"
-            pairs.append((key, images[key], depths[key], fmt))
-    return pairs
+    targets = {k: (p, "disp_npy" if p.suffix.lower() == ".npy" else "depth_png") for k, p in depths.items()}
+    return _join(images, targets, skipped, f"no file named like it in {depth_dir}", f"no file named like it in {rgb_dir}")
 
 
 def _pair_folder(directory: Path, skipped: list[str]) -> list[tuple[str, Path, Path, str]]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from visionlab.data.categories import IGNORE_INDEX, NUM_CATEGORIES
+from visionlab.data.categories import CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES
 from visionlab.data.segmentation_layouts import DataSpec, list_pairs, map_label, parse_data_spec
 from visionlab.data.io import read_image, read_label
 from visionlab.data.transforms import resize_image, train_transform
@@ -29,6 +29,15 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask if mask.shape == (h, w) else cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+def rare_focus(cfg: Any) -> tuple[float, list[int]] | None:
+    """(probability, the category ids that do not count) for crops placed on ``rare_categories``."""
+    p = getattr(cfg, "rare_crop", 0.0)
+    if not p:
+        return None
+    rare = {CATEGORY_NAMES.index(name) for name in cfg.rare_categories}
+    return p, [c for c in range(NUM_CATEGORIES) if c not in rare] + [IGNORE_INDEX]
+
+
 class SegmentationDataset(Dataset):
     """Samples are ``{"image": uint8 3xHxW, "target": uint8 HxW category ids (255 ignore), "index": i}``."""
 
@@ -37,7 +46,7 @@ class SegmentationDataset(Dataset):
         self.size = tuple(cfg.imgsz)
         self.train = train
         self.split = split
-        self.transform = train_transform(cfg, mask_fill=IGNORE_INDEX) if train else None
+        self.transform = train_transform(cfg, mask_fill=IGNORE_INDEX, focus=rare_focus(cfg)) if train else None
         if self.spec.kind == "synthetic":
             from visionlab.data.io import DataError
 

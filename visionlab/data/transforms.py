@@ -21,10 +21,12 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def train_transform(cfg: Any, mask_fill: int) -> A.Compose:
+def train_transform(cfg: Any, mask_fill: int, focus: tuple[float, list[int]] | None = None) -> A.Compose:
     """Images arrive already resized to ``imgsz`` (at load time, so the cache is small). Then:
     random rescale -> pad (masks get ``mask_fill``: the ignore label, or 0 = invalid depth) -> random crop to
-    ``crop`` (or imgsz) -> flip -> photometric noise. Geometry is shared by the image and every mask (labels,
+    ``crop`` (or imgsz) -> flip -> photometric noise. ``focus=(p, common_values)``: with probability p the crop
+    is placed to contain a mask pixel whose value is not in ``common_values`` (a rare category), when the
+    image has one. Geometry is shared by the image and every mask (labels,
     depth target, valid mask), masks always nearest-neighbour: a label or a depth is never blended. Training
     on crops of the imgsz-sized image keeps objects at the scale seen at evaluation time."""
     h, w = cfg.crop or cfg.imgsz
@@ -35,7 +37,7 @@ def train_transform(cfg: Any, mask_fill: int) -> A.Compose:
     ops: list[A.BasicTransform] = [
         A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), mask_interpolation=cv2.INTER_NEAREST, p=1.0),
         A.PadIfNeeded(h, w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill),
-        A.RandomCrop(h, w),
+        _crop(h, w, focus),
         A.HorizontalFlip(p=cfg.hflip),
     ]
     if cfg.colour_jitter > 0:
@@ -46,3 +48,11 @@ def train_transform(cfg: Any, mask_fill: int) -> A.Compose:
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.06))], p=cfg.blur_noise)
         )
     return A.Compose(ops)
+
+
+def _crop(h: int, w: int, focus: tuple[float, list[int]] | None) -> A.BasicTransform:
+    if not focus or focus[0] <= 0:
+        return A.RandomCrop(h, w)
+    p, common = focus
+    return A.OneOf([A.CropNonEmptyMaskIfExists(h, w, ignore_values=list(common), p=p),
+                    A.RandomCrop(h, w, p=1.0 - p)], p=1.0)

@@ -1,5 +1,6 @@
 """``visionlab bench model=CHECKPOINT``: the same model as several inference variants (eager fp32,
-channels-last, torch.compile, bf16/fp16 autocast, ONNX Runtime fp32 / static INT8 / dynamic INT8), each
+channels-last, torch.compile (fp32; bf16 inside the graph where the CPU has AMX or avx512_bf16), bf16/fp16
+autocast, ONNX Runtime fp32 / static INT8 / dynamic INT8), each
 timed with one protocol and each re-evaluated with the task's own metric on the evaluation set.
 
 Protocol: threads = the cores this process may use (``configure_cpu``), denormals flushed, ``warmup``
@@ -31,7 +32,8 @@ from torch import nn
 from visionlab.engine.bench_report import PeakMemory, count_flops, latency_stats, time_calls
 from visionlab.utils.progress import console
 
-VARIANTS = ("eager", "channels_last", "compile", "bf16", "fp16", "ort", "ort_int8_static", "ort_int8_dynamic")
+VARIANTS = ("eager", "channels_last", "compile", "bf16", "compile_bf16", "fp16", "ort", "ort_int8_static",
+            "ort_int8_dynamic")
 BENCH_KEYS: dict[str, Any] = {
     "variants": None,  # list (or comma-separated) of VARIANTS; default: all (those that can't run say why)
     "warmup": 5,  # untimed calls before each measurement
@@ -143,33 +145,42 @@ def _ort_variant(ctx: Context, files: dict[int, Path], notes: list[str]) -> Vari
     return Variant(sessions[1], sessions[ctx.batch], sessions[ctx.batch], files[1], notes)
 
 
-def _autocast_variant(ctx: Context, name: str) -> Variant:
+def _check_half(ctx: Context, name: str, dtype: torch.dtype) -> None:
+    """Skipped when ``dtype`` would be emulated here (unless the user asked for the variant by name)."""
     from visionlab.engine.onnx_model import cpu_flags
 
-    dtype = torch.bfloat16 if name == "bf16" else torch.float16
     if ctx.device.type == "cuda":
-        if name == "bf16" and not torch.cuda.is_bf16_supported():
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise Skipped("this GPU has no bf16")
-    else:
-        flags = cpu_flags()
-        native = flags["avx512_bf16"] or flags["amx_bf16"] if name == "bf16" else flags["avx512_fp16"]
-        if not native and name not in ctx.requested:
-            need = "avx512_bf16 or AMX" if name == "bf16" else "avx512_fp16"
-            raise Skipped(f"CPU has no {need}: {name} is emulated and slower than fp32 here "
-                          f"(variants=[{name}] measures it anyway)")
+        return
+    flags = cpu_flags()
+    native = flags["avx512_bf16"] or flags["amx_bf16"] if dtype == torch.bfloat16 else flags["avx512_fp16"]
+    if not native and name not in ctx.requested:
+        need = "avx512_bf16 or AMX" if dtype == torch.bfloat16 else "avx512_fp16"
+        raise Skipped(f"CPU has no {need}: {name} is emulated and slower than fp32 here "
+                      f"(variants=[{name}] measures it anyway)")
+
+
+def _autocast_variant(ctx: Context, name: str) -> Variant:
+    dtype = torch.bfloat16 if name == "bf16" else torch.float16
+    _check_half(ctx, name, dtype)
     net = Autocast(ctx.model, dtype, ctx.device.type)
     return Variant(net, net, net, None, ["autocast: weights stay fp32 on disk"])
 
 
-def _compile_variant(ctx: Context) -> Variant:
+def _compile_variant(ctx: Context, dtype: torch.dtype | None = None) -> Variant:
     import torch._inductor.config as inductor_config
 
     if ctx.device.type == "cpu" and not (shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")):
         raise Skipped("no C++ compiler (inductor generates C++ on CPU)")
+    if dtype is not None:
+        _check_half(ctx, "compile_bf16", dtype)
     inductor_config.freezing = True  # weights become constants: conv+BN folding, prepacked oneDNN weights
-    compiled = torch.compile(copy.deepcopy(ctx.model).eval(), dynamic=False)
+    net = copy.deepcopy(ctx.model).eval()
+    compiled = torch.compile(Autocast(net, dtype, ctx.device.type) if dtype else net, dynamic=False)
     fixed = FixedBatch(compiled, ctx.batch)
-    return Variant(compiled, compiled, fixed, None, ["inductor, freezing=True, one graph per batch size"])
+    return Variant(compiled, compiled, fixed, None, ["inductor, freezing=True, one graph per batch size"]
+                   + (["bf16 autocast inside the graph (oneDNN: AMX / avx512_bf16 kernels)"] if dtype else []))
 
 
 def build_variant(name: str, ctx: Context) -> Variant:
@@ -184,6 +195,8 @@ def build_variant(name: str, ctx: Context) -> Variant:
         return Variant(net, net, net)
     if name == "compile":
         return _compile_variant(ctx)
+    if name == "compile_bf16":
+        return _compile_variant(ctx, torch.bfloat16)
     if name in ("bf16", "fp16"):
         return _autocast_variant(ctx, name)
     if name == "ort":

@@ -145,6 +145,7 @@ def run_val(task: Task, cfg: Any) -> dict[str, float]:
     configure_cpu(cfg.threads)
     model, meta = load_model(cfg.model, device, task=task)
     check_input_size(model, cfg, meta["arch"])
+    model = task.inference_model(model, cfg)
     dataset = task.build_dataset(cfg, cfg.split, train=False)
     metrics, state = evaluate(model, make_eval_loader(task, dataset, cfg, device), task, cfg, device)
     if dist.is_main():

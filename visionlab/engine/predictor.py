@@ -52,6 +52,7 @@ def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
     configure_cpu(cfg.threads)
     model, meta = load_model(cfg.model, device, task=task)
     check_input_size(model, cfg, meta["arch"])
+    model = task.inference_model(model, cfg)
     sources = list_sources(cfg.source, task)
     items = list(zip(sources, output_names(sources)))[dist.rank()::dist.world_size()]
     save_dir = Path(dist.broadcast_object(str(increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok))))

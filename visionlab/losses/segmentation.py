@@ -1,4 +1,5 @@
-"""Segmentation losses: cross-entropy, class-balanced CE, Dice, CE+Dice, focal (Dice/focal from smp)."""
+"""Segmentation losses: cross-entropy, class-balanced CE, Dice, CE+Dice, focal, CE+Lovász-softmax
+(Dice/focal/Lovász from smp) and top-k CE (the hardest share of pixels only: OHEM, as DeepLab's bootstrapped CE)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch import nn
 
 from visionlab.data.categories import IGNORE_INDEX
 
-LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "focal")
+LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce")
+TOPK_SHARE = 0.25  # top-k CE: the 25% of valid pixels with the highest loss in the batch
 
 
 def balanced_weights(frequencies: np.ndarray, ignore: list[int] | None = None) -> torch.Tensor:
@@ -38,6 +40,10 @@ class SegmentationLoss(nn.Module):
             from segmentation_models_pytorch.losses import DiceLoss
 
             self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
+        if kind == "ce_lovasz":
+            from segmentation_models_pytorch.losses import LovaszLoss
+
+            self.lovasz = LovaszLoss(mode="multiclass", per_image=False, ignore_index=IGNORE_INDEX)
         if kind == "focal":
             from segmentation_models_pytorch.losses import FocalLoss
 
@@ -51,5 +57,18 @@ class SegmentationLoss(nn.Module):
             return self.focal(logits, target)
         if self.kind == "dice":
             return self.dice(logits, target)
+        if self.kind == "topk_ce":
+            return topk_cross_entropy(logits, target, TOPK_SHARE)
         ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        if self.kind == "ce_lovasz":
+            return ce + self.lovasz(logits, target)
         return ce + self.dice(logits, target) if self.kind == "ce_dice" else ce
+
+
+def topk_cross_entropy(logits: torch.Tensor, target: torch.Tensor, share: float) -> torch.Tensor:
+    """Mean CE over the ``share`` of valid (non-ignored) pixels with the highest CE in the batch: easy pixels
+    (most of the road and sky) stop counting, thin and rare ones count more."""
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none").flatten()
+    valid = per_pixel[target.flatten() != IGNORE_INDEX]
+    k = max(1, int(round(share * valid.numel())))
+    return valid.topk(k, sorted=False).values.mean()

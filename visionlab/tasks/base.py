@@ -96,6 +96,11 @@ class Task(ABC):
         """Names of the output classes/categories of a checkpoint (None when outputs are not classes)."""
         return None
 
+    def inference_model(self, model: Model, cfg: BaseConfig) -> Model:
+        """The model ``val`` and ``predict`` run: the loaded one, or the task's wrapper around it (segment:
+        test-time augmentation from ``tta_flip=`` / ``tta_scales=``)."""
+        return model
+
     def prepare(self, image: np.ndarray, imgsz: tuple[int, int]) -> np.ndarray:
         """One HxWxC uint8 image -> the network-size array ``infer`` batches (default: plain resize)."""
         from visionlab.data.transforms import resize_image

@@ -26,17 +26,39 @@ class SegmentConfig(BaseConfig):
     synthetic_train: int
     synthetic_val: int
     hflip: float
+    rare_crop: float
+    rare_categories: tuple[str, ...]
     scale: tuple[float, float]
     colour_jitter: float
     blur_noise: float
     encoder: str | None
     loss: str
     ignore_void: bool
+    tta_flip: bool
+    tta_scales: tuple[float, ...]
 
     _crop = field_validator("crop", mode="before")(as_size)
     _scenes = field_validator("synthetic_train", "synthetic_val")(scene_count)
-    _probability = field_validator("hflip", "blur_noise", "colour_jitter")(probability)
+    _probability = field_validator("hflip", "blur_noise", "colour_jitter", "rare_crop")(probability)
+
+    @field_validator("rare_categories", mode="before")
+    @classmethod
+    def _rare_categories(cls, v: Any) -> tuple[str, ...]:
+        names = (v,) if isinstance(v, str) else tuple(v or ())
+        unknown = [n for n in names if n not in CATEGORY_NAMES or n == CATEGORY_NAMES[VOID]]
+        if unknown or not names:
+            raise ValueError(f"rare_categories={list(names)}: expected categories among "
+                             f"{', '.join(CATEGORY_NAMES[VOID + 1:])}")
+        return names
     _scale = field_validator("scale")(scale_range)
+
+    @field_validator("tta_scales", mode="before")
+    @classmethod
+    def _tta_scales(cls, v: Any) -> tuple[float, ...]:
+        scales = (v,) if isinstance(v, (int, float)) else tuple(v or ())
+        if not scales or not all(isinstance(s, (int, float)) and 0.25 <= s <= 4 for s in scales):
+            raise ValueError(f"tta_scales={v}: expected a list of scales between 0.25 and 4, e.g. [1.0, 1.25]")
+        return tuple(float(s) for s in scales)
 
     @field_validator("loss")
     @classmethod
@@ -76,6 +98,11 @@ class SegmentTask(Task):
         # native-size labels (val) differ from the network size: the loss is then not comparable
         target = batch["target"]
         return isinstance(target, torch.Tensor) and target.shape[-2:] == outputs.shape[-2:]
+
+    def inference_model(self, model: Any, cfg: SegmentConfig) -> Any:
+        from visionlab.models.tta import with_tta
+
+        return with_tta(model, cfg.tta_scales, cfg.tta_flip)
 
     def build_dataset(self, cfg: SegmentConfig, split: str, train: bool) -> Dataset:
         from visionlab.data.segmentation import SegmentationDataset

@@ -1,0 +1,56 @@
+"""Test-time augmentation for dense (per-pixel class) outputs: mirror images and extra scales.
+
+``DenseTTA(model, scales=(1.0, 1.25), flip=True)`` is itself a model (float RGB 0..255 [B,3,H,W] in, [B,C,H,W]
+out): it runs ``model`` on every (scale, mirror) version of the batch, brings each output back to the input's
+size and orientation, and averages the **probabilities**. It returns their log, so argmax, softmax and
+cross-entropy downstream see an ordinary logits tensor. Scaled sizes are rounded to the model's
+``input_multiple``. Plain tensor ops: it traces and exports like the model it wraps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DenseTTA(nn.Module):
+    def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = True):
+        super().__init__()
+        if not scales or any(s <= 0 for s in scales):
+            raise ValueError(f"scales={list(scales)}: expected positive numbers, e.g. [1.0, 1.25]")
+        self.model = model
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.input_multiple = int(getattr(model, "input_multiple", 1) or 1)
+
+    def _size(self, h: int, w: int, scale: float) -> tuple[int, int]:
+        m = self.input_multiple
+        return max(m, int(h * scale / m + 0.5) * m), max(m, int(w * scale / m + 0.5) * m)  # half up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        prob_sum = None
+        views = 0
+        for scale in self.scales:
+            size = self._size(h, w, scale)
+            xs = x if size == (h, w) else F.interpolate(x, size, mode="bilinear", align_corners=False)
+            for mirrored in ((False, True) if self.flip else (False,)):
+                out = self.model(xs.flip(-1) if mirrored else xs).float()
+                if mirrored:
+                    out = out.flip(-1)
+                if out.shape[-2:] != (h, w):
+                    out = F.interpolate(out, (h, w), mode="bilinear", align_corners=False)
+                prob = out.softmax(1)
+                prob_sum = prob if prob_sum is None else prob_sum + prob
+                views += 1
+        return (prob_sum / views).clamp_min(1e-8).log()
+
+
+def with_tta(model: nn.Module, scales: Sequence[float], flip: bool) -> nn.Module:
+    """``model`` itself when there is nothing to augment (one scale of 1.0, no flip), else a DenseTTA."""
+    if not flip and tuple(float(s) for s in scales) == (1.0,):
+        return model
+    return DenseTTA(model, scales, flip)
