@@ -347,7 +347,8 @@ def _pair_subfolders(rgb_dir: Path, depth_dir: Path, skipped: list[str]) -> list
     images = index([p for p in _image_files(rgb_dir) if p.suffix.lower() in IMAGE_SUFFIXES], rgb_dir)
     depths = index([p for p in _image_files(depth_dir) if p.suffix.lower() in (".png", ".npy")], depth_dir)
     targets = {k: (p, "disp_npy" if p.suffix.lower() == ".npy" else "depth_png") for k, p in depths.items()}
-    return _join(images, targets, skipped, f"no file named like it in {depth_dir}", f"no file named like it in {rgb_dir}")
+    return _join(images, targets, skipped, f"no file named like it in {depth_dir}",
+                 f"no file named like it in {rgb_dir}")
 
 
 def _pair_folder(directory: Path, skipped: list[str]) -> list[tuple[str, Path, Path, str]]:
