@@ -20,7 +20,7 @@ setup: $(VENV)/.installed
 
 # main job on the built-in synthetic driving scenes: FPN on the offline ImageNet EfficientNet-Lite0 encoder,
 # 8 epochs at 192x256 (3 min on 2 cores): every category above zero; evaluate, plot, predict
-DEMO := model=fpn_efficientnet_lite0 pretrained=imagenet imgsz=[192,256] epochs=8
+DEMO := model=fpn_efficientnet_lite0 pretrained=imagenet 'imgsz=[192,256]' epochs=8
 demo: setup
 	$(BIN)/visionlab segment train name=demo exist_ok=true $(DEMO)
 	$(BIN)/visionlab segment predict model=runs/segment/demo source=docs/images/example_scene.png name=demo_predict exist_ok=true
