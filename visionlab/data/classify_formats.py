@@ -218,6 +218,14 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """``array`` as an idx file of unsigned bytes (gzip-compressed when ``path`` ends in .gz), the format
+    ``read_idx`` reads: magic 0x0000 0x08 ndim, the sizes as big-endian int32, then the bytes."""
+    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
 def load_idx_split(source: ClassifySource, split: str) -> ClassifySplit:
     prefix = "train" if split == "train" else "t10k"
     img_path, lab_path = _find_idx(source.root, prefix, "images"), _find_idx(source.root, prefix, "labels")

@@ -168,13 +168,14 @@ def _autocast_variant(ctx: Context, name: str) -> Variant:
     return Variant(net, net, net, None, ["autocast: weights stay fp32 on disk"])
 
 
-def _compile_variant(ctx: Context, dtype: torch.dtype | None = None) -> Variant:
+def _compile_variant(ctx: Context, name: str) -> Variant:
     import torch._inductor.config as inductor_config
 
     if ctx.device.type == "cpu" and not (shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")):
         raise Skipped("no C++ compiler (inductor generates C++ on CPU)")
+    dtype = torch.bfloat16 if name == "compile_bf16" else None
     if dtype is not None:
-        _check_half(ctx, "compile_bf16", dtype)
+        _check_half(ctx, name, dtype)
     inductor_config.freezing = True  # weights become constants: conv+BN folding, prepacked oneDNN weights
     net = copy.deepcopy(ctx.model).eval()
     compiled = torch.compile(Autocast(net, dtype, ctx.device.type) if dtype else net, dynamic=False)
@@ -193,10 +194,8 @@ def build_variant(name: str, ctx: Context) -> Variant:
     if name == "channels_last":
         net = ChannelsLast(copy.deepcopy(ctx.model))
         return Variant(net, net, net)
-    if name == "compile":
-        return _compile_variant(ctx)
-    if name == "compile_bf16":
-        return _compile_variant(ctx, torch.bfloat16)
+    if name in ("compile", "compile_bf16"):
+        return _compile_variant(ctx, name)
     if name in ("bf16", "fp16"):
         return _autocast_variant(ctx, name)
     if name == "ort":

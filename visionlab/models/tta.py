@@ -33,7 +33,6 @@ class DenseTTA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         prob_sum = None
-        views = 0
         for scale in self.scales:
             size = self._size(h, w, scale)
             xs = x if size == (h, w) else F.interpolate(x, size, mode="bilinear", align_corners=False)
@@ -45,7 +44,7 @@ class DenseTTA(nn.Module):
                     out = F.interpolate(out, (h, w), mode="bilinear", align_corners=False)
                 prob = out.softmax(1)
                 prob_sum = prob if prob_sum is None else prob_sum + prob
-                views += 1
+        views = len(self.scales) * (2 if self.flip else 1)
         return (prob_sum / views).clamp_min(1e-8).log()
 
 
