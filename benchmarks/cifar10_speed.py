@@ -129,14 +129,14 @@ def main() -> int:
         names = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST (benchmarks/fetch_mnist.py split)"}
         data, target = args.mnist, args.target or 0.99
         dataset = names.get(Path(args.mnist).name, f"idx files in {args.mnist}")
-        recipe, stem = MNIST_RECIPE, "mnist"
+        recipe, stem, smoke_width = MNIST_RECIPE, "mnist", 8  # small_cnn: channels of its first layer
     else:
         cifar = shared / "data" / "cifar10"
         if not (cifar / "train.zip").is_file():
             print(f"skip: CIFAR-10 not found at {cifar} (pass --shared or set VISIONLAB_SHARED)")
             return 0
         data, dataset, target = f"folder:{cifar}", "CIFAR-10 (JPEG re-encoding, shared/data/cifar10)", args.target or 0.85
-        recipe, stem = RECIPE, "cifar10"
+        recipe, stem, smoke_width = RECIPE, "cifar10", 0.125  # fastnet: a width multiplier
     teacher = args.teacher or str(shared / TEACHER)
     if args.distill and not Path(teacher).is_file():
         print(f"error: --distill needs a teacher; {teacher} not found (pass --teacher PATH)")
@@ -145,7 +145,7 @@ def main() -> int:
     base = {"cfg": str(recipe), "data": data, "split": "test", "val_fraction": 0, "mlflow": False,
             "project": str(project), "exist_ok": True}
     if args.smoke:  # about a minute per run: 2% of train, the narrowest net, 2 epochs, a 1,000-image holdout
-        base.update({"fraction": 0.02, "width": 0.125, "batch": 64, "split": "val", "val_fraction": 0.02,
+        base.update({"fraction": 0.02, "width": smoke_width, "batch": 64, "split": "val", "val_fraction": 0.02,
                      "tta": False})
     base.update(parse_overrides(args.overrides))
     budget_s = args.minutes * 60
