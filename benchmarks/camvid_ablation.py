@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from doc_block import write_doc_block
+from run_curve import training_curve
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "camvid_recipe.yaml"
@@ -44,14 +45,11 @@ def pairs(values: list[str]) -> list[tuple[str, str]]:
 def row_from_run(name: str, run: Path, settings: str, command: str) -> dict[str, Any]:
     """A training row: val metrics, training minutes until the best checkpoint and in all (per-epoch
     validation excluded), from the run's results.json and metrics.csv."""
-    import csv
-
     res = json.loads((run / "results.json").read_text())
-    with open(run / "metrics.csv", newline="") as f:
-        epochs = list(csv.DictReader(f))
+    curve = training_curve(run, "miou")
     best = int(res["best_epoch"])
-    to_best = sum(float(r["time_s"]) for r in epochs if int(r["epoch"]) <= best) / 60
-    total = sum(float(r["time_s"]) for r in epochs) / 60
+    to_best = next(t for e, t, _ in curve if e == best) / 60
+    total = curve[-1][1] / 60
     return {"name": name, "kind": "train", "run": str(run), "settings": settings, "command": command,
             "metrics": res["val"],
             "train_min": round(to_best, 1), "total_min": round(total, 1), "best_epoch": best}

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from doc_block import write_doc_block
+from run_curve import training_curve
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "camvid_recipe.yaml"
@@ -55,17 +56,12 @@ def main() -> int:
     res = json.loads((run_dir / "results.json").read_text())
     cfg = build_config(task.config_cls, "segment", dict(overrides))
     n_train = len(list((camvid / "train").glob("*.png")))
-    rows = [ln.split(",") for ln in (run_dir / "metrics.csv").read_text().splitlines()]
-    header, last = rows[0], rows[-1]
-    epochs_done = int(last[header.index("epoch")])
     # cumulative training time at the end of each epoch: when was the best checkpoint (the reported
     # model) reached, and when did val mIoU first reach 0.80
-    cumulative, elapsed = {}, 0.0
-    for r in rows[1:]:
-        elapsed += float(r[header.index("time_s")])
-        cumulative[int(r[0])] = (elapsed, float(r[header.index("miou")]))
-    best_at = cumulative[res["best_epoch"]][0]
-    first80 = next(((e, t) for e, (t, m) in cumulative.items() if m >= 0.80), None)
+    curve = training_curve(run_dir, "miou")
+    epochs_done = curve[-1][0]
+    best_at = next(t for e, t, _ in curve if e == res["best_epoch"])
+    first80 = next(((e, t) for e, t, m in curve if m >= 0.80), None)
     train_rate = n_train * epochs_done / res["train_time_s"]
     env = environment_info()
     iou = {k.split("/")[1]: v for k, v in res["val"].items() if k.startswith("iou/")}

@@ -16,7 +16,6 @@ picks the epochs that fit ``--minutes``, so the onecycle schedule ends inside th
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from doc_block import write_doc_block
+from run_curve import training_curve
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "benchmarks" / "cifar10_recipe.yaml"
@@ -60,17 +60,6 @@ def measure_rate(task: Any, cfg: Any, teacher: str | None, steps: int = 6) -> fl
         loss.backward()
         opt.step()
     return cfg.batch * steps / (time.perf_counter() - t0)
-
-
-def curve(run_dir: Path, key: str = "accuracy") -> list[tuple[int, float, float]]:
-    """(epoch, cumulative training seconds, test accuracy) per epoch from the run's metrics.csv."""
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    out, elapsed = [], 0.0
-    for r in rows:
-        elapsed += float(r["time_s"])
-        out.append((int(r["epoch"]), elapsed, float(r[key])))
-    return out
 
 
 def summarise(points: list[tuple[int, float, float]], budget_s: float, target: float) -> dict[str, Any]:
@@ -171,7 +160,7 @@ def main() -> int:
         t0 = time.perf_counter()
         run_dir = visionlab.train("classify", **overrides)
         wall = time.perf_counter() - t0
-        curves[label] = curve(run_dir)
+        curves[label] = training_curve(run_dir, "accuracy")
         summaries[label] = {**summarise(curves[label], budget_s, target), "wall_s": wall, "run": str(run_dir),
                             "probe_rate": rate, "n_train": n_train,
                             "params": json.loads((run_dir / "results.json").read_text())["params"]}
