@@ -287,7 +287,7 @@ def main() -> int:
     t0 = time.perf_counter()
     pseudo_cfg = {"model": str(teacher_dir), "source": str(run_dir / "unlabeled"), "project": str(run_dir),
                   "name": "pseudo", "batch": args.batch, "workers": args.workers,
-                  "pseudo_format": args.pseudo_format}
+                  "pseudo_format": args.pseudo_format, "keep_aspect": True}  # 3:2 photos are not squashed to 3:4
     commands.append(cli("pseudo-label", pseudo_cfg))
     print(commands[-1], flush=True)
     pseudo = pseudo_label(task, dict(pseudo_cfg))

@@ -244,6 +244,25 @@ def test_pseudo_label_resumes_and_trains_a_student(depth_run: Path, tmp_path: Pa
     assert res["data"] == str(pl) and res["val"]["images"] == 1 and math.isfinite(res["val"]["absrel"])
 
 
+def test_pseudo_label_keep_aspect(depth_run: Path, tmp_path: Path) -> None:
+    import visionlab
+    from visionlab.tasks.base import get_task
+
+    src = tmp_path / "unlabeled"
+    _images(src, 2, (48, 96))  # 1:2, against the teacher's square-ish training size
+    code, out = run_cli("depth", "pseudo-label", f"model={depth_run}", f"source={src}", f"project={tmp_path}",
+                        "name=pl", "keep_aspect=true", "workers=0", "threads=1")
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "pl" / "manifest.json").read_text())
+    assert manifest["keep_aspect"] is True
+    model, meta = visionlab.load_model(str(depth_run))
+    image = np.asarray(Image.open(src / "img1.png"))
+    kept, stretched = (get_task("depth").infer(model, [image], tuple(meta["imgsz"]), keep_aspect=k)[0] for k in (True, False))
+    label = read_disparity_png16(tmp_path / "pl" / "labels" / "img1.png")
+    scale = manifest["items"][1]["scale"]
+    assert np.abs(label - kept).max() <= scale / 2 + 1e-6 and np.abs(label - stretched).max() > scale
+
+
 # ------------------------------------------------------------------ official checkpoints, features
 
 
@@ -259,17 +278,32 @@ def test_official_checkpoint_predicts(official_pth: Path, tmp_path: Path) -> Non
     code, out = run_cli("depth", "predict", f"model={official_pth}", f"source={src}", "imgsz=56",
                         f"project={tmp_path}", "name=pred", "save_raw=npy", "threads=1")
     assert code == 0, out
-    # the same numbers as the official module fed the same normalised 56x56 input
+    # the same numbers as the official module fed the same normalised input: 56x70, the 42x56 image's aspect
+    # ratio kept (shorter side 56, a multiple of 14), as an official checkpoint's predict does by default
     net = DepthAnythingV2("vits").eval()
     net.load_state_dict(torch.load(official_pth, weights_only=True))
-    from visionlab.data.transforms import resize_image
+    from visionlab.data.transforms import aspect_size, resize_image
 
-    x = torch.from_numpy(resize_image(np.asarray(Image.open(src)), (56, 56))).permute(2, 0, 1)[None].float() / 255
+    assert aspect_size(42, 56, 56, 14) == (56, 70)
+    x = torch.from_numpy(resize_image(np.asarray(Image.open(src)), (56, 70))).permute(2, 0, 1)[None].float() / 255
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         ref = torch.nn.functional.interpolate(net((x - mean) / std)[:, None], (42, 56), mode="bilinear",
                                               align_corners=False)[0, 0].numpy()
     np.testing.assert_allclose(np.load(tmp_path / "pred" / "raw" / f"{src.stem}.npy"), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_official_checkpoint_is_served_at_its_aspect_ratio(official_pth: Path) -> None:
+    from visionlab.serve.models import load_served_model
+
+    served = load_served_model("dav2", str(official_pth))
+    assert served.keep_aspect and served.info()["keep_aspect"] and served.imgsz == (518, 518)
+    shapes: list[tuple[int, ...]] = []
+    hook = served.model.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    out = served.infer([np.zeros((42, 56, 3), np.uint8), np.zeros((56, 42, 3), np.uint8)])
+    hook.remove()
+    assert sorted(shapes) == [(1, 3, 518, 686), (1, 3, 686, 518)]  # 518 x 690.7 -> nearest multiple of 14
+    assert [o.shape for o in out] == [(42, 56), (56, 42)]
 
 
 def test_wrong_architecture_file_is_one_line(tmp_path: Path) -> None:

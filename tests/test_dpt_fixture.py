@@ -278,3 +278,34 @@ def test_load_encoder_into(tmp_path: Path, official_sd: dict[str, torch.Tensor])
     torch.save({k: v for k, v in encoder_sd.items() if not k.startswith("blocks.1")}, tmp_path / "part.pth")
     with pytest.raises(CheckpointError, match="part.pth.*encoder"):
         load_encoder_into(model, tmp_path / "part.pth")
+
+
+def test_official_checkpoint_predicts_at_its_aspect_ratio(fixture_model: DepthAnythingV2, fixture_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """predict / pseudo-label of an official checkpoint keep the photo's aspect ratio (518 x 784 for 425 x 640,
+    as infer_image): much closer to the official map than stretching the photo to 518 x 518."""
+    import cv2
+
+    from visionlab.engine.evaluator import eval_config
+    from visionlab.tasks.base import get_task
+
+    task = get_task("depth")
+    ckpt = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(fixture_model.state_dict(), ckpt)
+    cfg = eval_config(task, {"model": str(ckpt), "source": str(tmp_path)}, "predict")
+    assert cfg.keep_aspect and tuple(cfg.imgsz) == (518, 518)
+    assert not eval_config(task, {"model": str(ckpt), "keep_aspect": False}, "predict").keep_aspect  # user wins
+    wrapper = DPTDepth("vits").eval()
+    load_official_state_dict(wrapper, fixture_model.state_dict())
+    seen: list[tuple[int, ...]] = []
+    hook = wrapper.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    rgb = np.ascontiguousarray(cv2.imread(str(shared_path("data", "photos", "depth_anything_v2", "demo08.jpg")))[..., ::-1])
+    ref = np.load(fixture_dir / "out_photo_infer_image.npy")
+    kept = task.infer(wrapper, [rgb], (518, 518), keep_aspect=True)[0]
+    stretched = task.infer(wrapper, [rgb], (518, 518))[0]
+    hook.remove()
+    assert seen == [(1, 3, 518, 784), (1, 3, 518, 518)]
+    assert kept.shape == stretched.shape == ref.shape
+    err_kept, err_stretched = np.abs(kept - ref).mean(), np.abs(stretched - ref).mean()
+    # what is left is the resize (uint8 area/bilinear vs the official float64 bicubic), not the geometry
+    assert err_kept < 0.5 * err_stretched, (err_kept, err_stretched)

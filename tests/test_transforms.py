@@ -7,7 +7,7 @@ import numpy as np
 
 from visionlab.cfg import build_config
 from visionlab.data.categories import CATEGORY_COLOURS, IGNORE_INDEX
-from visionlab.data.transforms import train_transform
+from visionlab.data.transforms import aspect_size, train_transform
 from visionlab.tasks.segment import SegmentConfig
 
 
@@ -74,3 +74,40 @@ def test_rare_focus_and_bad_categories() -> None:
     assert p == 0.5 and 6 not in common and IGNORE_INDEX in common and set(common) == {0, 1, 2, 3, 4, 5, 7, 255}
     with pytest.raises((ConfigError, ValueError), match="rare_categories"):
         _cfg(rare_categories=["pole"])
+
+
+def test_aspect_size_lower_bound_and_multiples() -> None:
+    assert aspect_size(425, 640, 518, 14) == (518, 784)  # Depth Anything's own size for its demo photo
+    assert aspect_size(360, 480, 192, 32) == (192, 256)
+    assert aspect_size(100, 300, 50, 14) == (56, 154)  # 50 -> 3.57 patches -> 4; 150 -> 10.7 -> 11
+    assert aspect_size(300, 100, 45, 14) == (140, 56)  # 45 rounds down to 42 < 45: up to 56 instead
+    assert aspect_size(50, 70, 50) == (50, 70)  # multiple 1: the shorter side exactly
+
+
+def test_infer_keeps_aspect_per_image_and_batches_equal_sizes() -> None:
+    import torch
+
+    from visionlab.tasks.base import get_task
+
+    class Recorder(torch.nn.Module):
+        input_multiple = 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: list[tuple[int, ...]] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.shapes.append(tuple(x.shape))
+            logits = torch.zeros(x.shape[0], 8, *x.shape[2:])
+            logits[:, 2] = x[:, 0] / 255  # category 2 wherever the red channel is non-zero
+            return logits
+
+    images = [np.zeros((40, 60, 3), np.uint8), np.full((60, 40, 3), 255, np.uint8), np.zeros((40, 60, 3), np.uint8)]
+    model, task = Recorder(), get_task("segment")
+    out = task.infer(model, images, (32, 32), keep_aspect=True)
+    assert model.shapes == [(2, 3, 32, 48), (1, 3, 48, 32)]  # the two landscape images share one pass
+    assert [o.shape for o in out] == [(40, 60), (60, 40), (40, 60)]
+    assert (out[1] == 2).all() and (out[0] == 0).all() and (out[2] == 0).all()  # results in input order
+    model.shapes.clear()
+    task.infer(model, images, (32, 32))
+    assert model.shapes == [(3, 3, 32, 32)]

@@ -109,6 +109,7 @@ class BaseConfig(BaseModel):
     mlflow_uri: str | None
     tensorboard: bool
     source: str | None
+    keep_aspect: bool
 
     @field_validator("imgsz", mode="before")
     @classmethod

@@ -65,7 +65,8 @@ def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
                 skipped.append(sample["error"])
                 console.print(f"[yellow]skipped[/] {sample['error']}", soft_wrap=True)
         good = [s for s in batch if s["error"] is None]
-        results = task.infer(model, [s["image"] for s in good], tuple(cfg.imgsz), device)
+        results = task.infer(model, [s["image"] for s in good], tuple(cfg.imgsz), device,
+                             keep_aspect=cfg.keep_aspect)
         for sample, result in zip(good, results):
             records.append(task.write_prediction(result, sample["image"], sample["name"], save_dir, cfg))
             done.append(sample["path"])

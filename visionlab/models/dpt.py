@@ -254,17 +254,6 @@ class DepthAnythingV2(nn.Module):
 # ---------------------------------------------------------------------------------------------- pre/post
 
 
-def _lower_bound_size(h: int, w: int, input_size: int) -> tuple[int, int]:
-    """Official Resize(keep_aspect_ratio, 'lower_bound', ensure_multiple_of=14): both sides >= input_size."""
-    scale = max(input_size / h, input_size / w)
-
-    def multiple(x: float) -> int:
-        y = int(np.round(x / PATCH) * PATCH)  # np.round: half to even, as the official code
-        return int(np.ceil(x / PATCH) * PATCH) if y < input_size else y
-
-    return multiple(h * scale), multiple(w * scale)
-
-
 def image2tensor(image: np.ndarray, input_size: int = 518, *,
                  bgr: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
     """uint8 HxWx3 image -> (normalised float32 [1,3,H',W'], (h, w)), as the official ``image2tensor``.
@@ -275,11 +264,13 @@ def image2tensor(image: np.ndarray, input_size: int = 518, *,
     """
     import cv2
 
+    from visionlab.data.transforms import aspect_size
+
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 image, got shape {tuple(image.shape)}")
     h, w = image.shape[:2]
     rgb = (image[..., ::-1] if bgr else image) / 255.0  # float64
-    new_h, new_w = _lower_bound_size(h, w, input_size)
+    new_h, new_w = aspect_size(h, w, input_size, PATCH)
     rgb = cv2.resize(np.ascontiguousarray(rgb), (new_w, new_h), interpolation=cv2.INTER_CUBIC)
     rgb = (rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32))

@@ -58,6 +58,7 @@ class ModelInfo(BaseModel):
     params: int | None = None
     input_size: list[int]
     input_multiple: int
+    keep_aspect: bool = False
     labels: list[str] | None = None
     formats: dict[str, str]
     default_format: str

@@ -26,17 +26,19 @@ class ServedModel:
     imgsz: tuple[int, int]
     path: Path
     metrics: dict[str, Any] | None = None
+    keep_aspect: bool = False  # images keep their aspect ratio (the checkpoint's keep_aspect setting)
     batcher: MicroBatcher | None = field(default=None, repr=False)
 
     def infer(self, images: list[np.ndarray]) -> list[Any]:
-        return self.task.infer(self.model, images, self.imgsz, self.meta.get("device", "cpu"))
+        return self.task.infer(self.model, images, self.imgsz, self.meta.get("device", "cpu"),
+                               keep_aspect=self.keep_aspect)
 
     def info(self) -> dict[str, Any]:
         formats = self.task.response_formats
         return {
             "name": self.name, "task": self.task.name, "path": str(self.path),
             "arch": self.meta.get("arch"), "params": self.meta.get("params"),
-            "input_size": list(self.imgsz), "input_multiple": int(getattr(self.model, "input_multiple", None) or self.meta.get("input_multiple") or 1),
+            "input_size": list(self.imgsz), "keep_aspect": self.keep_aspect, "input_multiple": int(getattr(self.model, "input_multiple", None) or self.meta.get("input_multiple") or 1),
             "labels": self.task.labels(self.meta), "formats": formats, "default_format": next(iter(formats)),
             "metrics": self.metrics,
         }
@@ -121,7 +123,9 @@ def load_served_model(name: str, ref: str, device: str = "cpu") -> ServedModel:
     size = meta.get("imgsz") or (meta.get("config") or {}).get("imgsz") or default_config(task.name)["imgsz"]
     imgsz = tuple(int(s) for s in as_size(size))
     meta = {**meta, "device": device}
-    served = ServedModel(name, task, model, meta, imgsz, weights, run_metrics(weights))
+    # an exported graph of fixed H/W can only take imgsz
+    keep_aspect = bool((meta.get("config") or {}).get("keep_aspect")) and meta.get("dynamic_hw") is not False
+    served = ServedModel(name, task, model, meta, imgsz, weights, run_metrics(weights), keep_aspect)
     try:
         served.infer([np.zeros((*imgsz, 3), np.uint8)])
     except Exception as e:  # noqa: BLE001  any failure here is the checkpoint's, reported in one line

@@ -113,20 +113,35 @@ class Task(ABC):
 
     @torch.no_grad()
     def infer(self, model: Model, images: Sequence[np.ndarray], imgsz: tuple[int, int],
-              device: torch.device | str = "cpu", sizes: Sequence[tuple[int, int]] | None = None) -> list[Any]:
+              device: torch.device | str = "cpu", sizes: Sequence[tuple[int, int]] | None = None,
+              keep_aspect: bool = False) -> list[Any]:
         """Batched, in memory, no files, no progress bars: HxWxC uint8 images of any size -> one result per
         image at its own size (or at ``sizes``). What predict, the API, the dashboard, pseudo-labelling
-        and bench call."""
+        and bench call. ``keep_aspect``: each image goes in at its own aspect ratio (shorter side min(imgsz),
+        sides rounded to the model's input multiple) instead of stretched to imgsz; images of equal network
+        size share a forward pass."""
         if not len(images):
             return []
-        batch = np.stack([self.prepare(im, tuple(imgsz)) for im in images])
-        x = torch.from_numpy(batch).to(device)
-        x = (x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]).float()
+        if keep_aspect:
+            from visionlab.data.transforms import aspect_size
+
+            multiple = int(getattr(model, "input_multiple", 1) or 1)
+            net_sizes = [aspect_size(*im.shape[:2], min(imgsz), multiple) for im in images]
+        else:
+            net_sizes = [tuple(imgsz)] * len(images)
         if isinstance(model, nn.Module):
             model.eval()
-        outputs = model(x).float()
         sizes = sizes or [im.shape[:2] for im in images]
-        return [self.postprocess(out, tuple(size)) for out, size in zip(outputs, sizes)]
+        results: list[Any] = [None] * len(images)
+        for net_size in dict.fromkeys(net_sizes):  # one forward per distinct size, in first-seen order
+            idx = [i for i, s in enumerate(net_sizes) if s == net_size]
+            batch = np.stack([self.prepare(images[i], net_size) for i in idx])
+            x = torch.from_numpy(batch).to(device)
+            x = (x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]).float()
+            outputs = model(x).float()
+            for i, out in zip(idx, outputs):
+                results[i] = self.postprocess(out, tuple(sizes[i]))
+        return results
 
     def dataset_images(self, source: str) -> list[Path] | None:
         """``predict source=SPEC``: the images of a dataset this task recognises (e.g. its val split), or

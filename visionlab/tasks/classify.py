@@ -342,19 +342,12 @@ class ClassifyTask(Task):
         """Logits C -> softmax probabilities (float32 C); the image size plays no part."""
         return torch.softmax(output.float(), 0).cpu().numpy()
 
-    @torch.no_grad()
     def infer(self, model: Any, images: Any, imgsz: tuple[int, int], device: torch.device | str = "cpu",
-              sizes: Any = None) -> list[Classification]:
+              sizes: Any = None, keep_aspect: bool = False) -> list[Classification]:
         """Like ``Task.infer``, but each result names its classes (the model's ``class_names``)."""
-        if not len(images):
-            return []
-        batch = np.stack([self.prepare(im, tuple(imgsz)) for im in images])  # B x H x W x 3 (grey models: luma inside)
-        if isinstance(model, nn.Module):
-            model.eval()
-        logits = model(torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float()).float()
+        probs = super().infer(model, images, imgsz, device, sizes, keep_aspect)
         names = getattr(model, "class_names", None)
-        names = list(names) if names else [f"class_{i}" for i in range(logits.shape[1])]
-        return [Classification(self.postprocess(out, (0, 0)), names) for out in logits]
+        return [Classification(p, list(names) if names else [f"class_{i}" for i in range(len(p))]) for p in probs]
 
     def write_prediction(self, result: Classification, image: np.ndarray, name: str, save_dir: Path,
                          cfg: ClassifyConfig) -> dict[str, Any]:

@@ -180,7 +180,7 @@ class DepthTask(Task):
     compare_keys = ("absrel_ci_low", "absrel_ci_high", "delta1_ci_low", "delta1_ci_high", "rmse", "delta2", "images")
     # the evaluation protocol travels with the checkpoint: val uses what the model was trained and judged on
     inherit_from_checkpoint = ("data", "imgsz", "synthetic_val", "synthetic_rooms", "depth_scale", "min_depth", "max_depth",
-                               "eval_crop", "align")
+                               "eval_crop", "align", "keep_aspect")
 
     # ------------------------------------------------------------------ training and evaluation
 
@@ -226,8 +226,10 @@ class DepthTask(Task):
 
         model, info = load_depth_checkpoint_file(path)
         size = [OFFICIAL_IMGSZ, OFFICIAL_IMGSZ]
-        # config carries imgsz so val/predict inherit 518 (a multiple of 14) instead of the CNN default size
-        return model, {"arch": info["model"], "arch_kwargs": {}, "imgsz": size, "config": {"imgsz": size},
+        # config: val/predict inherit 518 (a multiple of 14) instead of the CNN default size, and predict /
+        # pseudo-label keep the aspect ratio (shorter side 518), as the official infer_image does
+        config = {"imgsz": size, "keep_aspect": True}
+        return model, {"arch": info["model"], "arch_kwargs": {}, "imgsz": size, "config": config,
                        "source": "official Depth-Anything-V2 checkpoint"}
 
     def build_loss(self, cfg: DepthConfig, train_set: Dataset) -> nn.Module:

@@ -194,7 +194,7 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     mine = list(zip(images, names))[dist.rank()::dist.world_size()]
     info = {"teacher": str(resolve_weights(cfg.model)), "teacher_arch": meta["arch"],
             "teacher_sha256": file_sha256(resolve_weights(cfg.model)), "source": str(cfg.source),
-            "imgsz": list(cfg.imgsz), "pseudo_format": cfg.pseudo_format, "space": "disparity (relative)"}
+            "imgsz": list(cfg.imgsz), "keep_aspect": cfg.keep_aspect, "pseudo_format": cfg.pseudo_format, "space": "disparity (relative)"}
 
     done: dict[str, dict[str, Any]] = {}
     todo = []
@@ -225,7 +225,8 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     for batch in track(loader, total=len(loader), description="pseudo-label"):
         good = [s for s in batch if s["error"] is None]
         skipped += [s["error"] for s in batch if s["error"] is not None]
-        results = task.infer(model, [s["image"] for s in good], tuple(cfg.imgsz), device)
+        results = task.infer(model, [s["image"] for s in good], tuple(cfg.imgsz), device,
+                             keep_aspect=cfg.keep_aspect)
         for sample, disparity in zip(good, results):
             done[sample["name"]] = _save_label(out_dir, sample["name"], Path(sample["path"]), disparity,
                                                cfg.pseudo_format)
