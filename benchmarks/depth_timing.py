@@ -1,6 +1,7 @@
 """Training-step timing of every registered depth model: forward + DepthLoss + backward + AdamW step on
 random images, median over a few steps after warm-up, at batch 8 and 16 and one stated image size.
-Prints a markdown table (paste it into docs/benchmarks.md).
+Prints a markdown table and writes it into the ``depth-timing`` block of docs/benchmarks.md (``--doc ''``: print
+only).
 
     python benchmarks/depth_timing.py [--imgsz 224] [--batches 8 16] [--steps 3] [--models dpt_vits ...]
 
@@ -14,6 +15,11 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
+
+from doc_block import write_doc_block
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def time_model(name: str, batch: int, imgsz: tuple[int, int], steps: int, warmup: int) -> dict[str, float]:
@@ -57,6 +63,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--models", nargs="+", default=None, help=f"default: all of {list_models('depth')}")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"), help="'' = print the table only")
     args = ap.parse_args()
 
     import torch
@@ -91,6 +98,8 @@ def main() -> int:
             print(f"  {name} batch {b}: {r['median_s']:.2f} s/step (min {r['min_s']:.2f})", file=sys.stderr, flush=True)
         lines.append(f"| {name} | {params:.1f}M | {size} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
+    if args.doc:
+        write_doc_block(Path(args.doc), "depth-timing", lines)
     return 0
 
 
