@@ -85,6 +85,9 @@ def parse_args() -> argparse.Namespace:
     # shared settings
     ap.add_argument("--eval-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"),
                     help="network size for the real frames (default: the teacher's)")
+    ap.add_argument("--tta-flip", action="store_true",
+                    help="pseudo-label with the mirrored image averaged in (tta_flip=true), and also score teacher and "
+                         "student that way (extra rows; the targets then use them)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-epochs", type=int, default=40, help="cap of the auto epochs")
@@ -288,6 +291,8 @@ def main() -> int:
     pseudo_cfg = {"model": str(teacher_dir), "source": str(run_dir / "unlabeled"), "project": str(run_dir),
                   "name": "pseudo", "batch": args.batch, "workers": args.workers,
                   "pseudo_format": args.pseudo_format, "keep_aspect": True}  # 3:2 photos are not squashed to 3:4
+    if args.tta_flip:
+        pseudo_cfg["tta_flip"] = True
     commands.append(cli("pseudo-label", pseudo_cfg))
     print(commands[-1], flush=True)
     pseudo = pseudo_label(task, dict(pseudo_cfg))
@@ -317,13 +322,20 @@ def main() -> int:
     t0 = time.perf_counter()
     eval_cfg, frames = real_frames(task, data_yaml, args.eval_imgsz, args.batch)
     results: dict[str, dict[str, Any]] = {}
-    for key, label, make in (("teacher", f"teacher ({args.teacher_model}, synthetic)", None),
-                             ("student", f"student ({args.student_model}, pseudo labels"
-                              f"{' + synthetic' if args.student_synthetic else ''})", None),
-                             ("constant", ConstantDepth.label, ConstantDepth.build),
-                             ("row_prior", RowPrior.label, RowPrior.build)):
+    rows = [("teacher", f"teacher ({args.teacher_model}, synthetic)", None),
+            ("student", f"student ({args.student_model}, pseudo labels"
+             f"{' + synthetic' if args.student_synthetic else ''})", None)]
+    if args.tta_flip:
+        rows += [(f"{key}_flip", f"{label} + flip TTA", None) for key, label, _ in rows]
+    rows += [("constant", ConstantDepth.label, ConstantDepth.build), ("row_prior", RowPrior.label, RowPrior.build)]
+    for key, label, make in rows:
         if make is None:
-            model, meta = load_model({"teacher": teacher_dir, "student": student_dir}[key], "cpu", task=task)
+            run = {"teacher": teacher_dir, "student": student_dir}[key.removesuffix("_flip")]
+            model, meta = load_model(run, "cpu", task=task)
+            if key.endswith("_flip"):
+                from visionlab.models.tta import with_tta
+
+                model = with_tta(model, (1.0,), True, average="values")
             params = meta["params"]
         else:
             model, params = make(), 0
@@ -331,7 +343,8 @@ def main() -> int:
         results[key] = {"label": label, "params": params, "metrics": metrics}
         print(f"{label}: AbsRel {metrics['absrel']:.4f}  delta1 {metrics['delta1']:.4f}", flush=True)
     commands.append(cli("val", {"model": str(student_dir), "data": str(data_yaml), "imgsz": args.eval_imgsz,
-                                "split": "val"}) + "   # (and the same for the teacher; baselines in this script)")
+                                "split": "val"}) + "   # (and the same for the teacher; baselines in this script)"
+                    + ("; tta_flip=true for the + flip TTA rows" if args.tta_flip else ""))
     timings["eval"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
 
@@ -340,7 +353,7 @@ def main() -> int:
     images = Path(args.images_dir) if args.images_dir else (run_dir / "images" if args.smoke else REPO / "docs" / "images")
     images.mkdir(parents=True, exist_ok=True)
     grids = {}
-    for key in ("teacher", "student"):
+    for key in ("teacher", "student") + (("student_flip",) if args.tta_flip else ()):
         src = run_dir / "eval" / key / "best_worst.png"
         if src.is_file():
             grids[key] = images / f"depth_recipe_{key}_best_worst.png"
@@ -361,7 +374,8 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
 
     sources = sorted(k[: -len("/absrel")] for k in results["teacher"]["metrics"] if k.endswith("/absrel"))
     counts = {s: int(results["teacher"]["metrics"][f"{s}/images"]) for s in sources}
-    student, teacher, rows = (results[k]["metrics"]["absrel"] for k in ("student", "teacher", "row_prior"))
+    flip = "_flip" if args.tta_flip else ""  # the targets judge the models as they are best used
+    student, teacher, rows = (results[k]["metrics"]["absrel"] for k in (f"student{flip}", f"teacher{flip}", "row_prior"))
     gain = 1 - student / rows
     met_rows, met_teacher = gain >= 0.30, student <= teacher
     lines = [
@@ -395,7 +409,7 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
                      + " | ".join(f"{m.get(f'{s}/absrel', float('nan')):.3f}" for s in sources) + " |")
     lines += [
         "",
-        f"Targets: student AbsRel {student:.3f} is {abs(gain):.0%} {'lower' if gain >= 0 else 'higher'} than the "
+        f"Targets{' (flip TTA rows)' if flip else ''}: student AbsRel {student:.3f} is {abs(gain):.0%} {'lower' if gain >= 0 else 'higher'} than the "
         f"row prior's {rows:.3f} (target: at least 30% lower) -> "
         f"{'met' if met_rows else 'NOT met'}; student {student:.3f} vs teacher {teacher:.3f} (target: no worse) -> "
         f"{'met' if met_teacher else 'NOT met'}. With {int(results['teacher']['metrics']['images'])} frames the "
@@ -409,7 +423,8 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
     ]
     for key, path in grids.items():
         rel = os.path.relpath(path, doc.parent)
-        lines += ["", f"{key.capitalize()}: best and worst real frames by AbsRel (image | ground truth | prediction | error)",
+        lines += ["", f"{key.capitalize().replace('_flip', ' + flip TTA')}: best and worst real frames by AbsRel "
+                  "(image | ground truth | prediction | error)",
                   "", f"![{key} best/worst]({rel})"]
     return lines
 

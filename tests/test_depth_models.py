@@ -23,10 +23,12 @@ def _one_thread():
 
 
 def test_registered() -> None:
-    assert {"dpt_vits", "dpt_vitb", "dpt_vitl", "depth_cnn", "depth_efficientnet_lite0"} <= set(list_models("depth"))
+    assert {"dpt_vits", "dpt_vitb", "dpt_vitl", "depth_cnn", "depth_efficientnet_lite0", "depth_efficientnet_lite1",
+            "depth_efficientnet_lite2"} <= set(list_models("depth"))
 
 
-@pytest.mark.parametrize("name,kwargs", [("depth_cnn", {"encoder": "resnet18"}), ("depth_efficientnet_lite0", {})])
+@pytest.mark.parametrize("name,kwargs", [("depth_cnn", {"encoder": "resnet18"}), ("depth_efficientnet_lite0", {}),
+                                         ("depth_efficientnet_lite2", {})])
 def test_cnn_depth_contract(name: str, kwargs: dict) -> None:
     torch.manual_seed(0)
     model = create_model(name, **kwargs).eval()

@@ -244,23 +244,45 @@ def test_pseudo_label_resumes_and_trains_a_student(depth_run: Path, tmp_path: Pa
     assert res["data"] == str(pl) and res["val"]["images"] == 1 and math.isfinite(res["val"]["absrel"])
 
 
+def _pseudo_label_one(depth_run: Path, tmp_path: Path, size: tuple[int, int], setting: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """pseudo-label one generated image with ``setting``: (manifest, the image, its decoded label)."""
+    src = tmp_path / "unlabeled"
+    _images(src, 1, size)
+    code, out = run_cli("depth", "pseudo-label", f"model={depth_run}", f"source={src}", f"project={tmp_path}",
+                        "name=pl", setting, "workers=0", "threads=1")
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "pl" / "manifest.json").read_text())
+    label = read_disparity_png16(tmp_path / "pl" / "labels" / "img0.png")
+    return manifest, np.asarray(Image.open(src / "img0.png")), label
+
+
 def test_pseudo_label_keep_aspect(depth_run: Path, tmp_path: Path) -> None:
     import visionlab
     from visionlab.tasks.base import get_task
 
-    src = tmp_path / "unlabeled"
-    _images(src, 2, (48, 96))  # 1:2, against the teacher's square-ish training size
-    code, out = run_cli("depth", "pseudo-label", f"model={depth_run}", f"source={src}", f"project={tmp_path}",
-                        "name=pl", "keep_aspect=true", "workers=0", "threads=1")
-    assert code == 0, out
-    manifest = json.loads((tmp_path / "pl" / "manifest.json").read_text())
+    # 1:2, against the teacher's square-ish training size
+    manifest, image, label = _pseudo_label_one(depth_run, tmp_path, (48, 96), "keep_aspect=true")
     assert manifest["keep_aspect"] is True
     model, meta = visionlab.load_model(str(depth_run))
-    image = np.asarray(Image.open(src / "img1.png"))
     kept, stretched = (get_task("depth").infer(model, [image], tuple(meta["imgsz"]), keep_aspect=k)[0] for k in (True, False))
-    label = read_disparity_png16(tmp_path / "pl" / "labels" / "img1.png")
-    scale = manifest["items"][1]["scale"]
+    scale = manifest["items"][0]["scale"]
     assert np.abs(label - kept).max() <= scale / 2 + 1e-6 and np.abs(label - stretched).max() > scale
+
+
+def test_pseudo_label_and_val_with_flip_tta(depth_run: Path, tmp_path: Path) -> None:
+    import visionlab
+    from visionlab.tasks.base import get_task
+
+    manifest, image, label = _pseudo_label_one(depth_run, tmp_path, (48, 64), "tta_flip=true")
+    assert manifest["tta_flip"] is True
+    model, meta = visionlab.load_model(str(depth_run))
+    task, size = get_task("depth"), tuple(meta["imgsz"])
+    plain, mirrored = task.infer(model, [image], size)[0], task.infer(model, [image[:, ::-1].copy()], size)[0]
+    scale = manifest["items"][0]["scale"]
+    assert np.abs(label - (plain + mirrored[:, ::-1]) / 2).max() <= scale / 2 + 1e-5
+    assert np.abs(label - plain).max() > scale  # the mirrored view changed the label
+    tta = visionlab.val("depth", model=str(depth_run), project=str(tmp_path), plots=False, workers=0, tta_flip=True)
+    assert math.isfinite(tta["absrel"])
 
 
 # ------------------------------------------------------------------ official checkpoints, features

@@ -28,6 +28,8 @@ from visionlab.models.segmentation import (
     fpn,
     fpn_convnextv2,
     fpn_efficientnet_lite0,
+    fpn_efficientnet_lite1,
+    fpn_efficientnet_lite2,
     fpn_resnet50,
     unet_mini,
     unet_vgg16,
@@ -161,6 +163,22 @@ def test_imagenet_into_fpn_efficientnet_lite0():
     assert len(feats) == len(ref)
     for a, b in zip(feats, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant,builder", [("lite1", fpn_efficientnet_lite1), ("lite2", fpn_efficientnet_lite2)])
+def test_lite1_lite2_weights_classify_photos_and_load_into_fpn(photo_batch, variant, builder):
+    # deeper / wider block layouts than lite0: a wrong stage split would scramble the weights (or fail to load)
+    names, x, lite0_ref = photo_batch
+    clf = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).eval()
+    clf.load_state_dict(efficientnet_lite_imagenet_state_dict(variant, bn_eps=1e-3))
+    out = _timm_logits(clf, x)
+    assert out.softmax(1).max(1).values.max() > 0.3, "no confident prediction: weights look scrambled"
+    assert (out.argmax(1) == lite0_ref.argmax(1)).float().mean() >= 0.5  # same photos, mostly the same classes
+    if "demo06" in names:
+        assert out[names.index("demo06")].argmax().item() == STEEL_ARCH_BRIDGE
+    model = builder()
+    rep = load_encoder_weights(model, "imagenet")
+    assert rep["loaded"] == len(model.encoder.model.state_dict()) and rep["missing"] == [] and "note" not in rep
 
 
 # ------------------------------------------------------------------ local files

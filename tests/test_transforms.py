@@ -82,6 +82,9 @@ def test_aspect_size_lower_bound_and_multiples() -> None:
     assert aspect_size(100, 300, 50, 14) == (56, 154)  # 50 -> 3.57 patches -> 4; 150 -> 10.7 -> 11
     assert aspect_size(300, 100, 45, 14) == (140, 56)  # 45 rounds down to 42 < 45: up to 56 instead
     assert aspect_size(50, 70, 50) == (50, 70)  # multiple 1: the shorter side exactly
+    assert aspect_size(375, 1242, 192, 32) == (192, 640)  # KITTI's 3.3:1 frames keep their shape
+    assert aspect_size(1, 100_000, 518, 14) == (518, 2072)  # a strip is capped at 4:1, not 518 x 51.8M pixels
+    assert aspect_size(100_000, 10, 32, 8, max_aspect=2.0) == (64, 32)
 
 
 def test_infer_keeps_aspect_per_image_and_batches_equal_sizes() -> None:

@@ -55,6 +55,17 @@ def test_scales_are_rounded_to_the_multiple_and_outputs_come_back_to_input_size(
 def test_bad_scales_rejected():
     with pytest.raises(ValueError, match="scales"):
         DenseTTA(Columns(), (), flip=True)
+    with pytest.raises(ValueError, match="average"):
+        DenseTTA(Columns(), (1.0,), flip=True, average="median")
+
+
+def test_flip_averages_values_for_depth_hand_computed():
+    net = Columns()
+    x = torch.rand(2, 3, 8, 12) * 255
+    out = DenseTTA(net, (1.0,), flip=True, average="values")(x)
+    torch.testing.assert_close(out, (net(x) + net(x.flip(-1)).flip(-1)) / 2)
+    torch.testing.assert_close(out[:, 0], torch.zeros(2, 8, 12))  # the antisymmetric column ramp cancels
+    torch.testing.assert_close(out[:, 2], x[:, 0] / 255)  # a term that follows the image survives the round trip
 
 
 def test_segment_val_with_tta_runs_and_config_rejects_bad_scales(tmp_path, monkeypatch):

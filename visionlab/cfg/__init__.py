@@ -47,6 +47,14 @@ def scale_range(v: tuple[float, float]) -> tuple[float, float]:
     return v
 
 
+def tta_scales(v: Any) -> tuple[float, ...]:
+    """``tta_scales``: one scale or a list of them, each in [0.25, 4]."""
+    scales = (v,) if isinstance(v, (int, float)) else tuple(v or ())
+    if not scales or not all(isinstance(s, (int, float)) and 0.25 <= s <= 4 for s in scales):
+        raise ValueError(f"tta_scales={v}: expected a list of scales between 0.25 and 4, e.g. [1.0, 1.25]")
+    return tuple(float(s) for s in scales)
+
+
 def one_of(key: str, choices: tuple[str, ...]) -> Callable[[str], str]:
     """A check that ``key`` is one of ``choices`` (its error lists them)."""
     def check(v: str) -> str:

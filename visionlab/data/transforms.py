@@ -21,17 +21,23 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def aspect_size(h: int, w: int, short_side: int, multiple: int = 1) -> tuple[int, int]:
+MAX_ASPECT = 4.0  # keep_aspect: longer side at most this times the shorter one
+
+
+def aspect_size(h: int, w: int, short_side: int, multiple: int = 1, max_aspect: float = MAX_ASPECT) -> tuple[int, int]:
     """Size keeping the aspect ratio of an h x w image: scaled so both sides are >= ``short_side`` (the shorter
     one equal to it), each rounded to the nearest multiple of ``multiple`` (up when rounding would go below
-    ``short_side``). Depth Anything's ``Resize(keep_aspect_ratio, 'lower_bound', ensure_multiple_of=14)``."""
+    ``short_side``). Depth Anything's ``Resize(keep_aspect_ratio, 'lower_bound', ensure_multiple_of=14)``.
+    Beyond ``max_aspect`` : 1 the longer side is capped (the image is squeezed along it): a 1-pixel-high strip
+    must not become a network input of millions of pixels."""
     scale = max(short_side / h, short_side / w)
 
     def rounded(x: float) -> int:
         y = int(np.round(x / multiple) * multiple)  # np.round: half to even, as the official code
         return int(np.ceil(x / multiple) * multiple) if y < short_side else y
 
-    return rounded(h * scale), rounded(w * scale)
+    cap = short_side * max_aspect
+    return rounded(min(h * scale, cap)), rounded(min(w * scale, cap))
 
 
 def train_transform(cfg: Any, mask_fill: int, focus: tuple[float, list[int]] | None = None) -> A.Compose:

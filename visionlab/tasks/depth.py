@@ -17,7 +17,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.cfg import BaseConfig, ConfigError, as_size, one_of, probability, scale_range, scene_count
+from visionlab.cfg import BaseConfig, ConfigError, as_size, one_of, probability, scale_range, scene_count, tta_scales
 from visionlab.losses.depth import LOSS_ALIGN_MODES, DepthLoss
 from visionlab.metrics.depth import ALIGN_MODES, DepthMetrics
 from visionlab.models import depth_cnn as _cnn  # noqa: F401  (registers the CNN depth models)
@@ -53,8 +53,11 @@ class DepthConfig(BaseConfig):
     colormap: str
     save_raw: str
     pseudo_format: str
+    tta_flip: bool
+    tta_scales: tuple[float, ...]
 
     _crop = field_validator("crop", mode="before")(as_size)
+    _tta_scales = field_validator("tta_scales", mode="before")(tta_scales)
     _scenes = field_validator("synthetic_train", "synthetic_val")(scene_count)
     _probability = field_validator("hflip", "colour_jitter", "synthetic_rooms")(probability)
     _scale = field_validator("scale")(scale_range)
@@ -270,6 +273,12 @@ class DepthTask(Task):
         return [path] if path else []
 
     # ------------------------------------------------------------------ inference
+
+    def inference_model(self, model: Any, cfg: DepthConfig) -> Any:
+        from visionlab.models.tta import with_tta
+
+        # disparities (relative, >= 0) of the mirrored / rescaled views averaged as values, not as probabilities
+        return with_tta(model, cfg.tta_scales, cfg.tta_flip, average="values")
 
     def postprocess(self, output: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """1xhxw disparity -> float32 HxW disparity (>= 0) at the image's size (bilinear)."""

@@ -187,6 +187,7 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     configure_cpu(cfg.threads)
     model, meta = load_model(cfg.model, device, task=task)
     check_input_size(model, cfg, meta["arch"])
+    model = task.inference_model(model, cfg)  # tta_flip / tta_scales
     out_dir = Path(cfg.project) / cfg.name  # never auto-incremented: the same folder resumes
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     images = list_unlabeled(cfg.source)
@@ -194,7 +195,8 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     mine = list(zip(images, names))[dist.rank()::dist.world_size()]
     info = {"teacher": str(resolve_weights(cfg.model)), "teacher_arch": meta["arch"],
             "teacher_sha256": file_sha256(resolve_weights(cfg.model)), "source": str(cfg.source),
-            "imgsz": list(cfg.imgsz), "keep_aspect": cfg.keep_aspect, "pseudo_format": cfg.pseudo_format, "space": "disparity (relative)"}
+            "imgsz": list(cfg.imgsz), "keep_aspect": cfg.keep_aspect,
+            "tta_flip": cfg.tta_flip, "tta_scales": list(cfg.tta_scales), "pseudo_format": cfg.pseudo_format, "space": "disparity (relative)"}
 
     done: dict[str, dict[str, Any]] = {}
     todo = []

@@ -12,7 +12,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from visionlab.cfg import BaseConfig, ConfigError, as_size, probability, scale_range, scene_count
+from visionlab.cfg import BaseConfig, ConfigError, as_size, probability, scale_range, scene_count, tta_scales
 from visionlab.data.categories import (CATEGORY_COLOURS, CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES,
                                      VOID, colorize)
 from visionlab.losses.segmentation import SegmentationLoss, balanced_weights
@@ -52,13 +52,7 @@ class SegmentConfig(BaseConfig):
         return names
     _scale = field_validator("scale")(scale_range)
 
-    @field_validator("tta_scales", mode="before")
-    @classmethod
-    def _tta_scales(cls, v: Any) -> tuple[float, ...]:
-        scales = (v,) if isinstance(v, (int, float)) else tuple(v or ())
-        if not scales or not all(isinstance(s, (int, float)) and 0.25 <= s <= 4 for s in scales):
-            raise ValueError(f"tta_scales={v}: expected a list of scales between 0.25 and 4, e.g. [1.0, 1.25]")
-        return tuple(float(s) for s in scales)
+    _tta_scales = field_validator("tta_scales", mode="before")(tta_scales)
 
     @field_validator("loss")
     @classmethod
