@@ -134,6 +134,25 @@ def test_dynamic_hw_is_verified_at_a_second_size(tmp_path: Path) -> None:
     assert check_dynamic_hw(conv, path, (8, 8)) is None
 
 
+def test_keep_aspect_falls_back_to_imgsz_for_a_fixed_size_graph(tmp_path: Path) -> None:
+    from visionlab.engine.onnx_model import OnnxModel
+    from visionlab.tasks.base import get_task
+
+    conv = nn.Conv2d(3, 8, 3, padding=1).eval()
+    fixed = OnnxModel(export_onnx(conv, tmp_path / "fixed.onnx", (16, 16), dynamic_hw=False))
+    dynamic = OnnxModel(export_onnx(conv, tmp_path / "dyn.onnx", (16, 16), dynamic_hw=True))
+    assert fixed.fixed_hw == (16, 16) and dynamic.fixed_hw is None
+    image = (np.random.default_rng(0).random((20, 40, 3)) * 255).astype(np.uint8)
+    task = get_task("segment")
+    kept = task.infer(fixed, [image], (16, 16), keep_aspect=True)[0]  # the graph only takes 16x16: no crash
+    np.testing.assert_array_equal(kept, task.infer(fixed, [image], (16, 16))[0])
+    assert kept.shape == (20, 40)
+    calls: list[tuple[int, ...]] = []
+    dynamic.register_forward_pre_hook(lambda _m, args: calls.append(tuple(args[0].shape)))
+    task.infer(dynamic, [image], (16, 16), keep_aspect=True)
+    assert calls == [(1, 3, 16, 32)]  # a dynamic graph keeps the 1:2 aspect ratio
+
+
 def test_shape_subgraph_is_found() -> None:
     """Shape -> Gather -> Mul (with a constant) -> Reshape: the first three compute a shape (kept float);
     Reshape consumes the activation, so it is data, not shape arithmetic."""

@@ -109,6 +109,9 @@ class OnnxModel(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        hw = self.session.get_inputs()[0].shape[2:]
+        # exported without dynamic H/W: the only input size the graph takes (keep_aspect cannot apply)
+        self.fixed_hw = tuple(hw) if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
         try:
             self.meta = read_onnx_meta(self.path, self.session)
         except CheckpointError:

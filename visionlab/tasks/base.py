@@ -122,7 +122,7 @@ class Task(ABC):
         size share a forward pass."""
         if not len(images):
             return []
-        if keep_aspect:
+        if keep_aspect and not getattr(model, "fixed_hw", None):  # a fixed-size ONNX graph takes imgsz only
             from visionlab.data.transforms import aspect_size
 
             multiple = int(getattr(model, "input_multiple", 1) or 1)
