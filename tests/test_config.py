@@ -257,3 +257,16 @@ def test_empty_cfg_file_keeps_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert build({"cfg": str(path)}).epochs == 10
+
+
+@pytest.mark.parametrize("recipe,task", [("camvid_recipe", "segment"), ("camvid_recipe_hires", "segment"),
+                                         ("cifar10_recipe", "classify"), ("mnist_recipe", "classify")])
+def test_benchmark_recipes_are_valid_configs(recipe: str, task: str):
+    # the recipes the README and docs/benchmarks.md quote must load as they are (model names, keys, values)
+    from visionlab.models.registry import list_models
+    from visionlab.tasks.base import get_task
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{recipe}.yaml"
+    cfg = build_config(get_task(task).config_cls, task, {"cfg": str(path)})
+    assert cfg.model in list_models(task)
+    assert cfg.epochs == yaml.safe_load(path.read_text())["epochs"]
