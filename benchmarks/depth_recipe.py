@@ -332,10 +332,8 @@ def main() -> int:
         if make is None:
             run = {"teacher": teacher_dir, "student": student_dir}[key.removesuffix("_flip")]
             model, meta = load_model(run, "cpu", task=task)
-            if key.endswith("_flip"):
-                from visionlab.models.tta import with_tta
-
-                model = with_tta(model, (1.0,), True, average="values")
+            if key.endswith("_flip"):  # exactly what `visionlab depth val tta_flip=true` runs
+                model = task.inference_model(model, eval_cfg.model_copy(update={"tta_flip": True}))
             params = meta["params"]
         else:
             model, params = make(), 0

@@ -123,8 +123,8 @@ def load_served_model(name: str, ref: str, device: str = "cpu") -> ServedModel:
     size = meta.get("imgsz") or (meta.get("config") or {}).get("imgsz") or default_config(task.name)["imgsz"]
     imgsz = tuple(int(s) for s in as_size(size))
     meta = {**meta, "device": device}
-    # an exported graph of fixed H/W can only take imgsz
-    keep_aspect = bool((meta.get("config") or {}).get("keep_aspect")) and meta.get("dynamic_hw") is not False
+    # an exported graph of fixed H/W can only take imgsz (Task.infer falls back to it: say so in the model info)
+    keep_aspect = bool((meta.get("config") or {}).get("keep_aspect")) and not getattr(model, "fixed_hw", None)
     served = ServedModel(name, task, model, meta, imgsz, weights, run_metrics(weights), keep_aspect)
     try:
         served.infer([np.zeros((*imgsz, 3), np.uint8)])
