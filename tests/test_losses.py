@@ -31,7 +31,7 @@ def make_loss(kind: str) -> SegmentationLoss:
 
 
 def test_loss_names():
-    assert LOSSES == ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce")
+    assert LOSSES == ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce", "topk_ce_dice")
 
 
 @pytest.mark.parametrize("kind", LOSSES)
@@ -199,3 +199,14 @@ def test_lovasz_is_zero_for_a_perfect_prediction():
     target = torch.randint(0, C, (2, 5, 5), generator=torch.Generator().manual_seed(1))
     logits = torch.nn.functional.one_hot(target, C).permute(0, 3, 1, 2).float() * 50
     assert make_loss("ce_lovasz")(logits, target).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_topk_ce_dice_is_topk_ce_plus_smp_dice():
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    from visionlab.losses.segmentation import TOPK_SHARE, topk_cross_entropy
+
+    logits, target = fixed_example()
+    dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)(logits, target)
+    expected = topk_cross_entropy(logits, target, TOPK_SHARE) + dice
+    assert make_loss("topk_ce_dice")(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)

@@ -1,5 +1,6 @@
 """Segmentation losses: cross-entropy, class-balanced CE, Dice, CE+Dice, focal, CE+Lovász-softmax
-(Dice/focal/Lovász from smp) and top-k CE (the hardest share of pixels only: OHEM, as DeepLab's bootstrapped CE)."""
+(Dice/focal/Lovász from smp), top-k CE (the hardest share of pixels only: OHEM, as DeepLab's bootstrapped CE)
+and top-k CE + Dice (OHEM for the pixels, Dice for the per-category balance)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from visionlab.data.categories import IGNORE_INDEX
 
-LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce")
+LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce", "topk_ce_dice")
 TOPK_SHARE = 0.25  # top-k CE: the 25% of valid pixels with the highest loss in the batch
 
 
@@ -36,7 +37,7 @@ class SegmentationLoss(nn.Module):
             raise ValueError("loss 'balanced_ce' needs class weights from the training set's pixel frequencies")
         self.kind = kind
         self.register_buffer("class_weights", class_weights if kind == "balanced_ce" else None)
-        if kind in ("dice", "ce_dice"):
+        if kind in ("dice", "ce_dice", "topk_ce_dice"):
             from segmentation_models_pytorch.losses import DiceLoss
 
             self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
@@ -59,6 +60,8 @@ class SegmentationLoss(nn.Module):
             return self.dice(logits, target)
         if self.kind == "topk_ce":
             return topk_cross_entropy(logits, target, TOPK_SHARE)
+        if self.kind == "topk_ce_dice":
+            return topk_cross_entropy(logits, target, TOPK_SHARE) + self.dice(logits, target)
         ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
         if self.kind == "ce_lovasz":
             return ce + self.lovasz(logits, target)
