@@ -10,7 +10,9 @@ val; test-time augmentation rows re-score an existing run's best checkpoint. One
 
 ``--run NAME=DIR`` reports a finished run of the recipe (the first one is the baseline the Δ columns refer
 to); ``--train NAME="k=v ..."`` trains one; ``--tta NAME="k=v ..."`` re-scores the baseline's checkpoint.
-Rows accumulate in ``PROJECT/ablations.json``, so ablations can be run one at a time.
+Rows accumulate in ``PROJECT/ablations.json``, so ablations can be run one at a time; without that file (a
+new machine, a cleaned /tmp) the rows start from the table already in the doc, so a re-run adds to it instead of
+replacing it (those rows have no run folder: ``--tta-on`` needs a row trained or ``--run`` here).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from doc_block import write_doc_block
+from doc_block import read_doc_block, write_doc_block
 from run_curve import training_curve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,8 @@ def main() -> int:
     project = Path(args.project)
     project.mkdir(parents=True, exist_ok=True)
     store = project / "ablations.json"
-    rows: list[dict[str, Any]] = json.loads(store.read_text()) if store.is_file() else []
+    rows: list[dict[str, Any]] = (json.loads(store.read_text()) if store.is_file()
+                                  else rows_from_doc(read_doc_block(Path(args.doc), "camvid-ablations")))
 
     def keep(row: dict[str, Any]) -> None:
         rows[:] = [r for r in rows if r["name"] != row["name"]] + [row]
@@ -93,7 +96,8 @@ def main() -> int:
         print(f"{name}: {(time.perf_counter() - t0) / 60:.1f} min wall")
         keep(row_from_run(name, run, settings, "visionlab segment train cfg=benchmarks/camvid_recipe.yaml "
                                                f"data=camvid:DIR {settings}"))
-    baseline = next((r for r in rows if r["kind"] == "train" and (args.tta_on in (None, r["name"]))), None)
+    baseline = next((r for r in rows if r["kind"] == "train" and r["run"] and (args.tta_on in (None, r["name"]))),
+                    None)
     for name, settings in pairs(args.tta):
         if baseline is None:
             raise SystemExit(f"error: --tta needs a trained row{' named ' + args.tta_on if args.tta_on else ''} "
@@ -109,6 +113,38 @@ def main() -> int:
     write_doc_block(Path(args.doc), "camvid-ablations", report(rows))
     print("\n".join(report(rows)))
     return 0
+
+
+def rows_from_doc(lines: list[str]) -> list[dict[str, Any]]:
+    """The rows of a table ``report`` wrote (metrics, minutes, settings, commands), without run folders."""
+    header = next((ln for ln in lines if ln.startswith("| ablation |")), None)
+    if header is None:
+        return []
+    cols = [c.strip().strip("*") for c in header.strip("|").split("|")]
+    cats = cols[5:-2]
+    commands = {}
+    for ln in lines:
+        if ln.startswith("- ") and ": `" in ln:
+            name, _, cmd = ln[2:].partition(": `")
+            commands[name] = cmd.rstrip("`")
+    rows = []
+    for ln in lines:
+        if not ln.startswith("| ") or ln == header:
+            continue
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        name, settings, minutes = cells[0], cells[1].strip("`"), cells[2]
+        row: dict[str, Any] = {"name": name, "run": "", "command": commands.get(name, ""),
+                               "settings": "" if settings == "(recipe)" else settings,
+                               "metrics": {"miou": float(cells[3]),
+                                           **{f"iou/{c}": float(v) for c, v in zip(cats, cells[5:-2])}}}
+        if minutes.startswith("(eval"):
+            row.update(kind="tta", eval_s=float(minutes.split()[1]))
+        else:
+            to_best, _, rest = minutes.partition(" / ")
+            row.update(kind="train", train_min=float(to_best), total_min=float(rest.split()[0]),
+                       best_epoch=int(rest.rsplit(" ", 1)[1].rstrip(")")))
+        rows.append(row)
+    return rows
 
 
 def report(rows: list[dict[str, Any]]) -> list[str]:

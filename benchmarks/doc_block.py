@@ -24,3 +24,12 @@ def write_doc_block(doc: Path, name: str, lines: list[str]) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def read_doc_block(doc: Path, name: str) -> list[str]:
+    """The lines of block ``name`` of ``doc`` (without the markers); [] when the doc or block is absent."""
+    begin, end = markers(name)
+    text = doc.read_text() if doc.is_file() else ""
+    if begin not in text or end not in text:
+        return []
+    return text[text.index(begin) + len(begin): text.index(end)].strip("\n").splitlines()
