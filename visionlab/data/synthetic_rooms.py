@@ -1,27 +1,29 @@
-"""Procedural indoor scenes with exact metric depth, deterministic from a seed: rooms with furniture, objects
-on tables and tabletop close-ups, the indoor counterpart of ``synthetic.render_scene`` for the depth task.
+"""Procedural indoor scenes with exact metric depth, deterministic from a seed: furnished rooms seen from any
+direction and tabletop close-ups, the indoor counterpart of ``synthetic.render_scene`` for the depth task.
 
-Why: the street scenes alone teach a depth model that "lower in the image = nearer, sky far away"; real depth
-frames (NYU, TUM, Middlebury) are rooms and close-ups with walls, furniture and curved objects. Same camera
-model and z-buffered canvas as the streets (a pinhole camera at height cam_h looks along +Z; pitch moves the
-horizon row), but focal length, camera height and pitch vary much more, as in hand-held indoor shots.
-Surfaces: horizontal rectangles (floor, ceiling, table and cabinet tops), fronto-parallel faces (back wall,
-fronts), side planes (side walls and box sides), and curved cylinders / spheres with per-pixel depth.
+Why: street scenes alone teach a depth model "lower in the image = nearer"; the real depth frames (NYU, TUM,
+Middlebury) are rooms and close-ups: walls met at an angle, corners, furniture with legs and shelves, round
+things, lamp light and shadows. The scenes are ray cast (``raycast``): a camera anywhere in the room that yaws
+and pitches (no roll, so the floor stays level per image row), axis-aligned furniture built from boxes,
+cylinders and spheres, textures fixed to the surfaces (planks, tiles, wood grain, fabric, books), a ceiling
+lamp with hard shadows, then the street scenes' camera finish (exposure, white balance, blur, sensor noise).
+Categories: floor = flat, walls and ceiling = construction, plants = nature, everything else = void.
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
-from visionlab.data.synthetic import (CONSTRUCTION, FLAT, Scene, _Canvas, _finish, _labels, _pal, _person,
-                                      _Rand)
+from visionlab.data import raycast as rc
+from visionlab.data.synthetic import CONSTRUCTION, FLAT, NATURE, Scene, _finish, _pal, _Rand
 
 _GOLDEN = 0.6180339887498949
 VOID = 0  # furniture and small objects have no street category
 _WALL = _pal(235, 232, 225, 220, 215, 200, 200, 205, 210, 225, 210, 185, 190, 200, 185, 240, 225, 215,
-             170, 180, 190, 210, 190, 170)
+             170, 180, 190, 210, 190, 170, 150, 170, 190, 200, 160, 140)
 _FLOOR = _pal(150, 105, 65, 185, 145, 100, 120, 80, 50, 200, 195, 185, 120, 120, 125, 90, 95, 110, 160, 150, 130)
 _WOOD = _pal(160, 115, 70, 120, 80, 45, 200, 170, 130, 90, 60, 40, 230, 225, 215, 40, 40, 42, 150, 150, 155)
 _FABRIC = _pal(70, 80, 120, 120, 60, 60, 90, 110, 80, 180, 170, 150, 60, 60, 65, 200, 140, 90, 130, 100, 140)
@@ -29,141 +31,213 @@ _THINGS = _pal(220, 60, 50, 40, 120, 200, 240, 200, 60, 60, 160, 80, 245, 245, 2
                150, 80, 160, 90, 200, 200, 230, 150, 170)
 
 
-def _flat(c: _Canvas, hgt: float, x0: float, x1: float, z0: float, z1: float):
-    """Window of the horizontal rectangle at height hgt: (slice, Z per row (h,1), inside (h,w)) or None."""
-    dh = c.cam_h - hgt  # > 0: seen from above (below the horizon row), < 0: from below (ceilings)
-    z0 = max(z0, 0.05)
-    if abs(dh) < 1e-3 or z1 <= z0:
-        return None
-    ys = [c.hz + c.f * dh / z for z in (z0, z1)]
-    cols = [c.cx + c.f * x / z for x in (x0, x1) for z in (z0, z1)]
-    r0, r1 = max(math.floor(min(ys)), 0), min(math.ceil(max(ys)) + 1, c.h)
-    q0, q1 = max(math.floor(min(cols)), 0), min(math.ceil(max(cols)) + 1, c.w)
-    if r0 >= r1 or q0 >= q1:
-        return None
-    yy = np.arange(r0, r1, dtype=np.float32)[:, None] + (0.5 - c.hz)
-    with np.errstate(divide="ignore"):
-        z = np.where(yy * dh > 0, c.f * dh / yy, np.inf).astype(np.float32)
-    x = (np.arange(q0, q1, dtype=np.float32)[None] + (0.5 - c.cx)) / c.f * z
-    inside = (z >= z0) & (z <= z1) & (x >= x0) & (x <= x1)
-    return (slice(r0, r1), slice(q0, q1)), np.minimum(z, 1e4), x, inside
+class _Builder:
+    """Adds furniture to a ``raycast.World`` from random draws; keeps everything clear of the camera."""
+
+    def __init__(self, world: rc.World, r: _Rand, cam: np.ndarray) -> None:
+        self.w, self.r, self.cam = world, r, cam
+
+    def mat(self, pal: np.ndarray, pattern: str = "plain", period: float = 0.3, cat: int = VOID) -> int:
+        return self.w.material(rc.Material(self.r.pick(pal, 0.7, 1.1), pattern, period, cat, self.r.u(0, 10)))
+
+    def clear(self, x0: float, z0: float, x1: float, z1: float, margin: float = 0.35) -> bool:
+        cx, cz = self.cam[0], self.cam[2]
+        return not (x0 - margin < cx < x1 + margin and z0 - margin < cz < z1 + margin)
+
+    def box(self, x0, y0, z0, x1, y1, z1, mat: int) -> None:
+        self.w.box((x0, y0, z0), (x1, y1, z1), mat)
+
+    def things(self, x0: float, z0: float, x1: float, z1: float, top: float, n: int) -> None:
+        """Cups, bottles, fruit, books and boxes standing on a surface at height ``top``."""
+        r = self.r
+        for _ in range(n):
+            x, z, m = r.u(x0 + 0.05, x1 - 0.05), r.u(z0 + 0.05, z1 - 0.05), self.mat(_THINGS)
+            k = r.u()
+            if k < 0.4:
+                rad = r.u(0.025, 0.09)
+                self.w.cylinders.append((x, z, rad, top, top + r.u(0.06, 0.35), m))
+            elif k < 0.65:
+                rad = r.u(0.03, 0.13)
+                self.w.spheres.append((x, top + rad, z, rad, m))
+            else:
+                sx, sz = r.u(0.05, 0.2), r.u(0.05, 0.18)
+                self.box(x - sx, top, z - sz, x + sx, top + r.u(0.02, 0.3), z + sz, m)
+
+    def table(self, x0: float, z0: float, x1: float, z1: float, top: float, n_things: int) -> None:
+        m, leg = self.mat(_WOOD, "wood", self.r.u(0.2, 0.8)), self.r.u(0.03, 0.06)
+        self.box(x0, top - 0.04, z0, x1, top, z1, m)
+        for lx in (x0, x1 - leg):
+            for lz in (z0, z1 - leg):
+                self.box(lx, 0, lz, lx + leg, top - 0.04, lz + leg, m)
+        self.things(x0, z0, x1, z1, top, n_things)
+
+    def chair(self, x: float, z: float, facing: int) -> None:
+        m, s, leg = self.mat(_WOOD if self.r.u() < 0.6 else _FABRIC), self.r.u(0.2, 0.25), 0.03
+        seat = self.r.u(0.42, 0.5)
+        self.box(x - s, seat - 0.05, z - s, x + s, seat, z + s, m)
+        bz = z + facing * (s - 0.03)
+        self.box(x - s, seat, min(bz, bz + facing * 0.04), x + s, seat + self.r.u(0.35, 0.55), max(bz, bz + facing * 0.04), m)
+        for lx in (x - s, x + s - leg):
+            for lz in (z - s, z + s - leg):
+                self.box(lx, 0, lz, lx + leg, seat - 0.05, lz + leg, m)
+
+    def shelf(self, x0: float, z0: float, x1: float, z1: float, hgt: float) -> None:
+        """Open bookcase: sides, boards and rows of books of random sizes and colours."""
+        m, t = self.mat(_WOOD, "wood", 0.5), 0.025
+        self.box(x0, 0, z0, x0 + t, hgt, z1, m)
+        self.box(x1 - t, 0, z0, x1, hgt, z1, m)
+        back = z1 - t if z1 > self.cam[2] else z0
+        self.box(x0, 0, back, x1, hgt, back + t, m)
+        n_boards = max(2, int(hgt / self.r.u(0.3, 0.45)))
+        for i in range(n_boards + 1):
+            y = i * (hgt - t) / n_boards
+            self.box(x0, y, z0, x1, y + t, z1, m)
+            if i == n_boards or self.r.u() < 0.25:
+                continue
+            bx, gap = x0 + t, (hgt - t) / n_boards - t
+            while bx < x1 - t - 0.05:
+                bw = self.r.u(0.02, 0.07)
+                self.box(bx, y + t, z0 + 0.02, min(bx + bw, x1 - t), y + t + gap * self.r.u(0.6, 0.95), z1 - 0.03,
+                         self.mat(_THINGS))
+                bx += bw + (self.r.u(0.05, 0.3) if self.r.u() < 0.1 else 0.002)
+
+    def sofa(self, x0: float, z0: float, x1: float, z1: float, back_z: float) -> None:
+        m = self.w.material(rc.Material(self.r.pick(_FABRIC), "fabric", 0.3, VOID, self.r.u(0, 10)))
+        seat, arm = self.r.u(0.38, 0.48), 0.15
+        self.box(x0, 0.0, z0, x1, seat, z1, m)
+        d = 0.2 if back_z > (z0 + z1) / 2 else -0.2
+        self.box(x0, seat, min(back_z, back_z - d), x1, seat + self.r.u(0.35, 0.5), max(back_z, back_z - d), m)
+        for ax in (x0, x1 - arm):
+            self.box(ax, seat, z0, ax + arm, seat + 0.2, z1, m)
+        for _ in range(self.r.int(0, 3)):  # cushions
+            cx = self.r.u(x0 + 0.3, x1 - 0.3)
+            self.box(cx - 0.2, seat, min(back_z - d, back_z - 2 * d), cx + 0.2, seat + 0.35,
+                     max(back_z - d, back_z - 2 * d), self.mat(_FABRIC))
+
+    def cabinet(self, x0: float, z0: float, x1: float, z1: float, hgt: float) -> None:
+        self.box(x0, 0, z0, x1, hgt, z1, self.mat(_WOOD, "wood" if self.r.u() < 0.5 else "plain", 0.4))
+        if hgt < 1.2 and self.r.u() < 0.7:
+            self.things(x0, z0, x1, z1, hgt, self.r.int(1, 5))
+
+    def plant(self, x: float, z: float) -> None:
+        pot, hgt = self.r.u(0.1, 0.2), self.r.u(0.2, 0.45)
+        self.w.cylinders.append((x, z, pot, 0.0, hgt, self.mat(_THINGS)))
+        leaf = self.w.material(rc.Material(np.float32([60, 110, 50]) * np.float32(self.r.u(0.6, 1.2)), "fabric",
+                                           0.2, NATURE, self.r.u(0, 10)))
+        for _ in range(self.r.int(2, 5)):
+            rad = self.r.u(0.15, 0.35)
+            self.w.spheres.append((x + self.r.u(-0.15, 0.15), hgt + rad + self.r.u(0, 0.5), z + self.r.u(-0.15, 0.15),
+                                   rad, leaf))
+
+    def lamp(self, x: float, z: float) -> None:
+        m, hgt = self.mat(_THINGS), self.r.u(1.2, 1.7)
+        self.w.cylinders.append((x, z, 0.02, 0.0, hgt, m))
+        self.w.cylinders.append((x, z, self.r.u(0.15, 0.25), hgt, hgt + 0.25, self.mat(_WALL)))
 
 
-def _box(c: _Canvas, r: _Rand, x: float, z: float, w: float, d: float, hgt: float, col, base: float = 0.0,
-         kind: str = "cabinet") -> None:
-    """Axis-aligned box standing at height ``base``: top (when below the eye), front and the visible side."""
-    x0, x1 = x - w / 2, x + w / 2
-    got = _flat(c, base + hgt, x0, x1, z, z + d) if base + hgt < c.cam_h else None
-    if got:
-        sl, zz, _, inside = got
-        c.paint(sl, zz, inside.view(np.uint8), [col * 1.08], VOID, 1.0)
-    got = c.fp(z, x0, x1, base, base + hgt)
-    if got:
-        sl, u, v = got
-        v = v - base
-        regions = [np.ones(np.broadcast_shapes(u.shape, v.shape), bool)]
-        if kind == "cabinet" and v.shape[0] > 8:  # doors / drawers: dark seams
-            n = max(1, round(w / 0.5))
-            regions.append((((u - x0) % (w / n)) < 0.015) | ((v % max(hgt / 3, 0.2)) < 0.015))
-        elif kind == "shelf" and v.shape[0] > 8:  # open shelves: dark backs between boards
-            regions.append(((v % 0.35) > 0.03) & (np.abs(u - x) < w / 2 - 0.03) & (v > 0.05) & (v < hgt - 0.03))
-        elif kind == "sofa" and v.shape[0] > 8:  # seat cushion line
-            regions.append(np.abs(v - 0.45 * hgt) < 0.02)
-        c.paint(sl, np.float32(z), _labels(regions[0].shape, *regions), [col, col * 0.45], VOID, 0.95)
-    xs = x0 if x0 > 0.02 else (x1 if x1 < -0.02 else None)  # the side facing the camera, if any
-    got = c.side(xs, z, z + d, base, base + hgt) if xs is not None else None
-    if got:
-        sl, zz, v = got
-        inside = (zz >= z) & (zz <= z + d) & (v >= base) & (v <= base + hgt)
-        c.paint(sl, zz, inside.view(np.uint8), [col], VOID, 0.75)
+def _decals(world: rc.World, r: _Rand, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Windows, doors and pictures on the four walls."""
+    for face in (0, 1, 4, 5):
+        a0, a1 = (lo[2], hi[2]) if face < 2 else (lo[0], hi[0])
+        for _ in range(r.int(0, 4)):
+            k, u = r.u(), r.u(a0 + 0.3, a1 - 0.3)
+            if k < 0.25:  # window: bright pane
+                wu = r.u(0.6, 1.8)
+                m = world.material(rc.Material(np.float32([225, 235, 245]) * np.float32(r.u(0.9, 1.15)), "emit"))
+                world.decals.append((face, u, r.u(0.7, 1.0), u + wu, r.u(1.9, 2.3), m))
+            elif k < 0.45:  # door
+                m = world.material(rc.Material(r.pick(_WOOD), "wood", 0.6, VOID, r.u(0, 10)))
+                world.decals.append((face, u, 0.0, u + r.u(0.75, 0.95), r.u(1.95, 2.1), m))
+            else:  # picture / poster
+                m = world.material(rc.Material(r.pick(_THINGS, 0.5, 1.0), "stripes" if r.u() < 0.3 else "plain",
+                                               r.u(0.05, 0.2)))
+                v = r.u(1.0, 1.7)
+                world.decals.append((face, u, v, u + r.u(0.2, 1.0), v + r.u(0.2, 0.8), m))
 
 
-def _table(c: _Canvas, r: _Rand, x: float, z: float, w: float, d: float, hgt: float, col) -> None:
-    """Table top slab on four legs, with a few things on it."""
-    _things(c, r, x, z, w, d, hgt)
-    _box(c, r, x, z, w, d, 0.04, col, base=hgt - 0.04, kind="slab")
-    leg = 0.05
-    for lx in (x - w / 2 + leg, x + w / 2 - leg):
-        for lz in (z + leg, z + d - leg):
-            got = c.fp(lz, lx - leg / 2, lx + leg / 2, 0, hgt - 0.04)
-            if got:
-                sl, u, v = got
-                c.paint(sl, np.float32(lz), np.ones((v.shape[0], u.shape[1]), np.uint8), [col * 0.8], VOID, 0.9)
+def _furnish(b: _Builder, r: _Rand, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Furniture against the walls and free-standing in the room."""
+    for _ in range(r.int(4, 13)):
+        kind = ("table", "shelf", "sofa", "cabinet", "chair", "plant", "lamp", "bed", "boxes")[r.int(0, 9)]
+        w, d = r.u(0.6, 2.0), r.u(0.35, 1.0)
+        wall = r.int(0, 5)  # 0..3: against a wall, 4: free-standing
+        if wall == 0:
+            x0, z0 = lo[0] + 0.01, r.u(lo[2], hi[2] - w)
+            x1, z1 = x0 + d, z0 + w
+        elif wall == 1:
+            x1, z0 = hi[0] - 0.01, r.u(lo[2], hi[2] - w)
+            x0, z1 = x1 - d, z0 + w
+        elif wall == 2:
+            x0, z1 = r.u(lo[0], hi[0] - w), hi[2] - 0.01
+            x1, z0 = x0 + w, z1 - d
+        else:
+            x0, z0 = r.u(lo[0], hi[0] - w), (lo[2] + 0.01 if wall == 3 else r.u(lo[2] + 0.5, hi[2] - d - 0.3))
+            x1, z1 = x0 + w, z0 + d
+        if x1 <= x0 or z1 <= z0 or not b.clear(x0, z0, x1, z1):
+            continue
+        if kind == "table":
+            b.table(x0, z0, x1, z1, r.u(0.45, 0.8), r.int(0, 6))
+            if r.u() < 0.6:
+                for cx in np.linspace(x0 + 0.3, x1 - 0.3, max(1, int((x1 - x0) / 0.6))):
+                    cz = z0 - 0.25 if r.u() < 0.5 else z1 + 0.25
+                    if b.clear(cx - 0.25, cz - 0.25, cx + 0.25, cz + 0.25):
+                        b.chair(float(cx), cz, 1 if cz < z0 else -1)
+        elif kind == "shelf":
+            b.shelf(x0, z0, x1, z1, r.u(0.8, 2.1))
+        elif kind == "sofa":
+            b.sofa(x0, z0, x1, z1, z1 - 0.01 if wall != 3 else z0 + 0.01)
+        elif kind == "cabinet":
+            b.cabinet(x0, z0, x1, z1, r.u(0.4, 1.4))
+        elif kind == "chair":
+            b.chair((x0 + x1) / 2, (z0 + z1) / 2, 1 if r.u() < 0.5 else -1)
+        elif kind == "plant":
+            b.plant((x0 + x1) / 2, (z0 + z1) / 2)
+        elif kind == "lamp":
+            b.lamp((x0 + x1) / 2, (z0 + z1) / 2)
+        elif kind == "boxes":  # a stack of storage boxes
+            y = 0.0
+            for _ in range(r.int(1, 4)):
+                top, sx, sz = y + r.u(0.2, 0.5), r.u(0.0, 0.15), r.u(0.0, 0.15)
+                b.box(x0 + sx, y, z0 + sz, x1 - sx, top, z1 - sz, b.mat(_THINGS if r.u() < 0.5 else _WOOD))
+                x0, x1, z0, z1, y = x0 + sx, x1 - sx, z0 + sz, z1 - sz, top
+        else:  # bed: a low box with a pillow
+            m = b.mat(_FABRIC, "fabric")
+            b.box(x0, 0, z0, x1, 0.5, z1, m)
+            b.box(x0 + 0.1, 0.5, z1 - 0.4, x1 - 0.1, 0.62, z1 - 0.1, b.mat(_FABRIC))
 
 
-def _things(c: _Canvas, r: _Rand, x: float, z: float, w: float, d: float, base: float) -> None:
-    """Cups, bottles, fruit and books on a surface at height ``base``: curved depth where they are round."""
-    for _ in range(r.int(1, 7)):
-        tx, tz, col = x + r.u(-0.42, 0.42) * w, z + r.u(0.1, 0.9) * d, r.pick(_THINGS, 0.7, 1.1)
-        k = r.u()
-        if k < 0.35:  # cylinder (cup, bottle, vase): depth = front of the circle per column
-            rad, hgt = r.u(0.03, 0.09), r.u(0.08, 0.35)
-            got = c.fp(tz - rad, tx - rad, tx + rad, base, base + hgt)
-            if got:
-                sl, u, v = got
-                du = np.clip((u - tx) / rad, -1, 1)
-                depth = np.broadcast_to(tz - rad * np.sqrt(1 - du**2), (v.shape[0], u.shape[1]))
-                inside = (np.abs(u - tx) <= rad) & (v >= base) & (v <= base + hgt)
-                c.paint(sl, depth, inside.view(np.uint8), [col], VOID, 0.85 + 0.25 * float(r.u()))
-        elif k < 0.6:  # sphere (fruit, ball)
-            rad = r.u(0.03, 0.12)
-            got = c.fp(tz - rad, tx - rad, tx + rad, base, base + 2 * rad)
-            if got:
-                sl, u, v = got
-                q = 1 - ((u - tx) ** 2 + (v - base - rad) ** 2) / rad**2
-                depth = tz - rad * np.sqrt(np.maximum(q, 0))
-                c.paint(sl, depth.astype(np.float32), (q > 0).view(np.uint8), [col], VOID, 1.0)
-        else:  # box (books, a box, a laptop)
-            _box(c, r, tx, tz, r.u(0.1, 0.4), r.u(0.1, 0.3), r.u(0.02, 0.25), col, base=base, kind="slab")
-
-
-def _room_surfaces(c: _Canvas, r: _Rand, xl: float, xr: float, depth: float, hgt: float) -> None:
-    """Floor (planks, tiles or carpet), ceiling, back wall with a window / door / pictures, side walls."""
-    wall, floor = r.pick(_WALL, 0.8, 1.05), r.pick(_FLOOR, 0.8, 1.1)
-    got = _flat(c, 0.0, xl, xr, 0.05, depth)
-    if got:
-        sl, z, x, inside = got
-        style, period = r.int(0, 3), r.u(0.12, 0.6)
-        seams = np.zeros_like(inside)  # style 2: carpet
-        if style < 2:  # 0: planks along Z, 1: square tiles
-            seams = seams | (np.abs(((x if style == 0 else z) / period) % 1 - 0.5) > 0.47)
-        if style == 1:
-            seams = seams | (np.abs((x / period) % 1 - 0.5) > 0.47)
-        c.paint(sl, z, _labels(inside.shape, inside, inside & seams), [floor, floor * 0.6], FLAT, 1.0)
-    got = _flat(c, hgt, xl, xr, 0.05, depth)
-    if got:
-        sl, z, _, inside = got
-        c.paint(sl, z, inside.view(np.uint8), [np.float32([240, 240, 236]) * r.u(0.8, 1.0)], CONSTRUCTION, 0.9)
-    got = c.fp(depth, xl, xr, 0, hgt)
-    if got:
-        sl, u, v = got
-        base = np.ones((v.shape[0], u.shape[1]), bool)
-        regions, cols = [base], [wall]
-        if r.u() < 0.5:  # window: bright pane with frame bars
-            wx, ww = r.u(xl + 0.5, max(xr - 1.5, xl + 0.6)), r.u(0.8, 2.0)
-            pane = (u >= wx) & (u <= wx + ww) & (v >= 0.9) & (v <= min(hgt - 0.3, 2.3))
-            regions += [pane, pane & ((np.abs(u - wx - ww / 2) < 0.03) | (np.abs(v - 1.6) < 0.03))]
-            cols += [np.float32([215, 230, 245]) * r.u(0.85, 1.1), (245, 245, 240)]
-        for _ in range(r.int(0, 3)):  # pictures and a door
-            px, pw, ph = r.u(xl, xr), r.u(0.3, 1.0), r.u(0.3, 2.0)
-            pv = 0.0 if ph > 1.7 else r.u(1.0, 1.6)
-            regions.append((u >= px) & (u <= px + pw) & (v >= pv) & (v <= pv + ph))
-            cols.append(r.pick(_WOOD if ph > 1.7 else _THINGS, 0.6, 1.0))
-        c.paint(sl, np.float32(depth), _labels(base.shape, *regions), cols, CONSTRUCTION, 0.95)
-    for xw, shade in ((xl, 0.8), (xr, 0.9)):
-        got = c.side(xw, 0.05, depth, 0, hgt)
-        if got:
-            sl, z, v = got
-            inside = (z <= depth) & (v >= 0) & (v <= hgt)
-            c.paint(sl, z, inside.view(np.uint8), [wall], CONSTRUCTION, shade)
-
-
-def _camera(c: _Canvas, r: _Rand, closeup: bool) -> None:
-    """Indoor camera: wide to normal lenses, eye or table height, often looking down."""
-    c.f = c.w * r.u(0.55, 1.25)
-    c.cam_h = r.u(0.9, 1.3) if closeup else r.u(0.9, 1.8)
-    pitch = math.radians(r.u(15, 40) if closeup else r.u(-5, 25))
-    c.hz = float(np.clip(c.h / 2 - c.f * math.tan(pitch), -0.6 * c.h, 0.75 * c.h))
+def _world(r: _Rand, closeup: bool) -> tuple[rc.World, np.ndarray, float, float]:
+    """Room, camera position, yaw and pitch."""
+    width, length, hgt = r.u(2.4, 7.0), r.u(2.6, 9.0), r.u(2.4, 3.2)
+    lo, hi = np.float32([-width / 2, 0, 0]), np.float32([width / 2, hgt, length])
+    wall = rc.Material(r.pick(_WALL, 0.8, 1.05), "stripes" if r.u() < 0.15 else "plain", r.u(0.1, 0.4),
+                       CONSTRUCTION, r.u(0, 10))
+    floor_kind = ("planks", "tiles", "fabric", "plain")[r.int(0, 4)]
+    floor = rc.Material(r.pick(_FLOOR, 0.8, 1.1), floor_kind, r.u(0.12, 0.6), FLAT, r.u(0, 10))
+    world = rc.World(lo, hi, (0, 1, 2, 3, 4, 5))
+    for m in (wall, rc.Material(wall.colour, wall.pattern, wall.period, CONSTRUCTION, wall.seed), floor,
+              rc.Material(np.float32([240, 240, 236]) * np.float32(r.u(0.8, 1.0)), "plain", 1, CONSTRUCTION),
+              rc.Material(wall.colour, wall.pattern, wall.period, CONSTRUCTION, wall.seed),
+              rc.Material(wall.colour, wall.pattern, wall.period, CONSTRUCTION, wall.seed)):
+        world.material(m)
+    cam = np.float32([r.u(lo[0] + 0.3, hi[0] - 0.3), r.u(0.9, 1.8), r.u(0.2, min(1.5, length / 3))])
+    # look into the room (towards a point of its far half), give or take 35 degrees
+    yaw = math.atan2(r.u(lo[0], hi[0]) - cam[0], r.u(length / 2, length) - cam[2]) + math.radians(r.u(-35, 35))
+    pitch = math.radians(r.u(-5, 30))
+    b = _Builder(world, r, cam)
+    if closeup:  # a table right in front of the camera, seen from above, covered with things
+        cam[1] = r.u(0.9, 1.4)
+        top = cam[1] - r.u(0.25, 0.6)
+        fx, fz = math.sin(yaw), math.cos(yaw)
+        cx, cz = cam[0] + fx * 0.9, cam[2] + fz * 0.9
+        half = r.u(0.5, 0.9)
+        hi[0], hi[2] = max(hi[0], cx + half + 0.5), max(hi[2], cz + half + 0.5)
+        lo[0] = min(lo[0], cx - half - 0.5)
+        b.table(cx - half, cz - half, cx + half, cz + half, top, r.int(4, 12))
+        pitch = math.radians(r.u(20, 50))
+    _decals(world, r, lo, hi)
+    _furnish(b, r, lo, hi)
+    return world, cam, yaw, pitch
 
 
 def is_room(seed: int, share: float) -> bool:
@@ -178,32 +252,28 @@ def render_room(seed: int, height: int = 256, width: int = 512) -> Scene:
         raise ValueError(f"render_room needs height, width >= 32, got {height}x{width}")
     rng = np.random.default_rng(seed)
     r, arrays = _Rand(rng), rng.spawn(1)[0]
-    c = _Canvas(arrays, r, height, width)
-    closeup = r.u() < 0.3
-    _camera(c, r, closeup)
-    c.sh_front = c.sh_px = c.sh_nx = 1.0  # diffuse indoor light (people reuse the street painter's shades)
-    xl, xr, hgt = -r.u(0.9, 3.5), r.u(0.9, 3.5), r.u(2.4, 3.2)
-    depth = r.u(1.4, 3.5) if closeup else r.u(2.5, 8.0)
-    _room_surfaces(c, r, xl, xr, depth, hgt)
-    c.hor_col = np.float32(c.img[:, c.h // 2, c.w // 2])  # haze colour in _finish: the room's own light
-    if closeup:  # one table filling the lower image, the camera just above its near edge
-        th = c.cam_h - r.u(0.2, 0.6)
-        _table(c, r, r.u(-0.2, 0.2), r.u(0.25, 0.5), r.u(1.2, 2.4), min(r.u(0.8, 1.5), depth - 0.6), th,
-               r.pick(_WOOD))
-    for _ in range(r.int(1, 6)):  # furniture against the walls and in the room
-        kind, against = ("cabinet", "shelf", "sofa", "table", "bed")[r.int(0, 5)], r.u() < 0.6
-        w, d = r.u(0.6, 2.2), r.u(0.4, 1.2)
-        z = depth - d - 0.02 if against else r.u(0.8, max(depth - d, 0.9))
-        x = r.u(xl + w / 2, max(xr - w / 2, xl + w / 2 + 0.01))
-        col = r.pick(_FABRIC if kind in ("sofa", "bed") else _WOOD)
-        if kind == "table":
-            _table(c, r, x, z, w, d, r.u(0.45, 0.8), col)
-        else:
-            hmax = {"cabinet": 1.2, "shelf": 2.1, "sofa": 0.9, "bed": 0.6}[kind]
-            h = r.u(0.4, hmax)
-            _box(c, r, x, z, w, d, h, col, kind=kind)
-            if h < 1.3 and r.u() < 0.5:
-                _things(c, r, x, z, w, d, h)
-    if not closeup and r.u() < 0.25:  # sometimes a person in the room
-        _person(c, r, r.u(xl + 0.4, xr - 0.4), r.u(1.5, max(depth - 0.3, 1.6)))
-    return Scene(_finish(c, arrays, r), c.mask, c.depth)
+    world, cam, yaw, pitch = _world(r, closeup=r.u() < 0.3)
+    f = width * r.u(0.5, 1.2)  # ~45-90 deg horizontal field of view
+    dirs = rc.camera_rays(height, width, f, yaw, pitch)
+    depth, mat, normal, points = rc.cast(world, cam, dirs)
+    mat = rc.apply_decals(world, mat, points, normal)
+    light = np.float32([r.u(world.room_lo[0], world.room_hi[0]), world.room_hi[1] - 0.1,
+                        r.u(world.room_lo[2] + 0.5, world.room_hi[2])])
+    to_light = light[:, None] - points
+    dist = np.sqrt((to_light * to_light).sum(0))
+    lambert = np.maximum((normal * to_light).sum(0) / np.maximum(dist, 1e-6), 0)
+    lit = lambert * ~rc.shadowed(world, points, light) / (1 + (dist / r.u(2.5, 5.0)) ** 2)
+    ambient = r.u(0.3, 0.6)
+    shade = ambient + (1.25 - ambient) * 1.8 * lit
+    img = np.zeros((3, depth.size), np.float32)
+    cats = np.zeros(depth.size, np.uint8)
+    for i in np.unique(mat):
+        m, sel = world.materials[i], mat == i
+        tex = rc.texture(m, points[:, sel], normal[:, sel])
+        img[:, sel] = m.colour[:, None] * (tex * (1.0 if m.pattern == "emit" else shade[sel]))[None]
+        cats[sel] = m.category
+    grain = arrays.random(depth.size, dtype=np.float32) - 0.5
+    img *= 1 + 0.06 * grain[None]
+    c = SimpleNamespace(img=img.reshape(3, height, width), depth=depth.reshape(height, width), h=height, w=width,
+                        hor_col=img.reshape(3, height, width)[:, height // 2, width // 2].copy())
+    return Scene(_finish(c, arrays, r), cats.reshape(height, width), depth.reshape(height, width).astype(np.float32))
