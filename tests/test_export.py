@@ -151,6 +151,11 @@ def test_keep_aspect_falls_back_to_imgsz_for_a_fixed_size_graph(tmp_path: Path) 
     dynamic.register_forward_pre_hook(lambda _m, args: calls.append(tuple(args[0].shape)))
     task.infer(dynamic, [image], (16, 16), keep_aspect=True)
     assert calls == [(1, 3, 16, 32)]  # a dynamic graph keeps the 1:2 aspect ratio
+    # wrapped for flip TTA (what 'val tta_flip=true keep_aspect=true' runs) the fixed graph still gets 16x16
+    from visionlab.models.tta import DenseTTA
+
+    flipped = task.infer(DenseTTA(fixed, (1.0,), flip=True), [image], (16, 16), keep_aspect=True)[0]
+    assert flipped.shape == (20, 40)
 
 
 def test_shape_subgraph_is_found() -> None:

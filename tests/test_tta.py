@@ -87,3 +87,18 @@ def test_segment_val_with_tta_runs_and_config_rejects_bad_scales(tmp_path, monke
                         tta_flip=True, tta_scales=[1.0, 1.5])
     assert calls and set(calls) == {(1.0, 1.5)}
     assert 0.0 <= tta["miou"] <= 1.0
+
+
+def test_around_a_fixed_size_graph_tta_keeps_its_size_and_refuses_scales():
+    """An ONNX file exported without dynamic H/W takes one size: DenseTTA says so (fixed_hw, which Task.infer
+    reads to skip keep_aspect), flips at that size, and refuses extra scales with a clear message."""
+    from visionlab.cfg import ConfigError
+
+    net = Columns()
+    net.fixed_hw = (8, 12)
+    tta = DenseTTA(net, (1.0,), flip=True)
+    assert tta.fixed_hw == (8, 12)
+    assert tta(torch.rand(1, 3, 8, 12) * 255).shape == (1, 3, 8, 12) and net.calls == [(8, 12), (8, 12)]
+    with pytest.raises(ConfigError, match=r"8x12 inputs only.*dynamic=true"):
+        DenseTTA(net, (1.0, 1.25), flip=True)
+    assert DenseTTA(Columns(), (1.0,)).fixed_hw is None

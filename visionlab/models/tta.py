@@ -5,7 +5,9 @@ out): it runs ``model`` on every (scale, mirror) version of the batch, brings ea
 size and orientation, and averages them. ``average="probabilities"`` (per-pixel classes) averages the softmax
 and returns its log, so argmax, softmax and cross-entropy downstream see an ordinary logits tensor;
 ``average="values"`` (depth, disparity) averages the outputs themselves. Scaled sizes are rounded to the
-model's ``input_multiple``. Plain tensor ops: it traces and exports like the model it wraps.
+model's ``input_multiple``. Plain tensor ops: it traces and exports like the model it wraps. Around a graph that
+takes one input size only (an ONNX file exported without dynamic H/W: ``fixed_hw``) it passes that size on, so
+callers still feed it imgsz, and refuses scales other than 1.0, which that graph cannot run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class DenseTTA(nn.Module):
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
         self.input_multiple = int(getattr(model, "input_multiple", 1) or 1)
+        self.fixed_hw = getattr(model, "fixed_hw", None)
+        if self.fixed_hw and self.scales != (1.0,):
+            h, w = self.fixed_hw
+            from visionlab.cfg import ConfigError  # a user's setting: one line from the CLI
+
+            raise ConfigError(f"tta_scales={list(self.scales)}: this model takes {h}x{w} inputs only (an ONNX graph "
+                             "exported without dynamic H/W); use tta_scales=[1.0] or re-export with dynamic=true")
 
     def _size(self, h: int, w: int, scale: float) -> tuple[int, int]:
         m = self.input_multiple
