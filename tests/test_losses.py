@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from visionlab.data.categories import IGNORE_INDEX, NUM_CATEGORIES
-from visionlab.losses.segmentation import LOSSES, SegmentationLoss, balanced_weights
+from visionlab.losses.segmentation import LOSSES, WEIGHTED_LOSSES, SegmentationLoss, balanced_weights
 
 C = NUM_CATEGORIES
 
@@ -27,11 +27,12 @@ def weights() -> torch.Tensor:
 
 
 def make_loss(kind: str) -> SegmentationLoss:
-    return SegmentationLoss(kind, weights() if kind == "balanced_ce" else None)
+    return SegmentationLoss(kind, weights() if kind in WEIGHTED_LOSSES else None)
 
 
 def test_loss_names():
-    assert LOSSES == ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce", "topk_ce_dice")
+    assert LOSSES == ("ce", "balanced_ce", "dice", "ce_dice", "balanced_ce_dice", "focal", "ce_lovasz", "topk_ce",
+                      "topk_ce_dice")
 
 
 @pytest.mark.parametrize("kind", LOSSES)
@@ -86,12 +87,26 @@ def test_balanced_ce_uses_weights():
         SegmentationLoss("ce")(logits, target).item())
 
 
+def test_balanced_ce_dice_is_weighted_ce_plus_dice():
+    """Hand-computed: the ENet-weighted CE (weighted mean over valid pixels) + smp's multiclass Dice."""
+    logits, target = fixed_example()
+    w = weights()
+    valid = target != IGNORE_INDEX
+    log_p = torch.log_softmax(logits, 1).permute(0, 2, 3, 1)[valid]  # N x C
+    t = target[valid]
+    ce = -(w[t] * log_p[torch.arange(len(t)), t]).sum() / w[t].sum()
+    dice = SegmentationLoss("dice")(logits, target)
+    torch.testing.assert_close(SegmentationLoss("balanced_ce_dice", w)(logits, target), ce + dice)
+    with pytest.raises(ValueError, match="needs class weights"):
+        SegmentationLoss("balanced_ce_dice")
+
+
 def test_ce_weights_ignored_for_plain_ce():
     logits, target = fixed_example()
     torch.testing.assert_close(SegmentationLoss("ce", weights())(logits, target), SegmentationLoss("ce")(logits, target))
 
 
-@pytest.mark.parametrize("kind", ["ce", "balanced_ce", "ce_dice", "dice"])
+@pytest.mark.parametrize("kind", ["ce", "balanced_ce", "ce_dice", "balanced_ce_dice", "dice"])
 def test_all_ignored_target_gives_zero_with_gradient(kind):
     logits = torch.randn(2, C, 4, 4, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     target = torch.full((2, 4, 4), IGNORE_INDEX, dtype=torch.long)
@@ -170,7 +185,7 @@ def test_balanced_ce_without_weights_raises():
 
 
 def test_unknown_loss_raises():
-    with pytest.raises(ValueError, match="loss 'xyz' is not one of ce, balanced_ce, dice, ce_dice, focal"):
+    with pytest.raises(ValueError, match="loss 'xyz' is not one of ce, balanced_ce, dice, ce_dice, balanced_ce_dice, focal"):
         SegmentationLoss("xyz")
 
 

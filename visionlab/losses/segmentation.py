@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy, class-balanced CE, Dice, CE+Dice, focal, CE+Lovász-softmax
+"""Segmentation losses: cross-entropy, class-balanced CE (alone or + Dice), Dice, CE+Dice, focal, CE+Lovász-softmax
 (Dice/focal/Lovász from smp), top-k CE (the hardest share of pixels only: OHEM, as DeepLab's bootstrapped CE)
 and top-k CE + Dice (OHEM for the pixels, Dice for the per-category balance)."""
 
@@ -11,7 +11,8 @@ from torch import nn
 
 from visionlab.data.categories import IGNORE_INDEX
 
-LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "focal", "ce_lovasz", "topk_ce", "topk_ce_dice")
+LOSSES = ("ce", "balanced_ce", "dice", "ce_dice", "balanced_ce_dice", "focal", "ce_lovasz", "topk_ce", "topk_ce_dice")
+WEIGHTED_LOSSES = ("balanced_ce", "balanced_ce_dice")  # need class weights (balanced_weights of the train set)
 TOPK_SHARE = 0.25  # top-k CE: the 25% of valid pixels with the highest loss in the batch
 
 
@@ -33,11 +34,11 @@ class SegmentationLoss(nn.Module):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss '{kind}' is not one of {', '.join(LOSSES)}")
-        if kind == "balanced_ce" and class_weights is None:
-            raise ValueError("loss 'balanced_ce' needs class weights from the training set's pixel frequencies")
+        if kind in WEIGHTED_LOSSES and class_weights is None:
+            raise ValueError(f"loss '{kind}' needs class weights from the training set's pixel frequencies")
         self.kind = kind
-        self.register_buffer("class_weights", class_weights if kind == "balanced_ce" else None)
-        if kind in ("dice", "ce_dice", "topk_ce_dice"):
+        self.register_buffer("class_weights", class_weights if kind in WEIGHTED_LOSSES else None)
+        if kind in ("dice", "ce_dice", "balanced_ce_dice", "topk_ce_dice"):
             from segmentation_models_pytorch.losses import DiceLoss
 
             self.dice = DiceLoss(mode="multiclass", ignore_index=IGNORE_INDEX)
@@ -65,7 +66,7 @@ class SegmentationLoss(nn.Module):
         ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE_INDEX)
         if self.kind == "ce_lovasz":
             return ce + self.lovasz(logits, target)
-        return ce + self.dice(logits, target) if self.kind == "ce_dice" else ce
+        return ce + self.dice(logits, target) if self.kind in ("ce_dice", "balanced_ce_dice") else ce
 
 
 def topk_cross_entropy(logits: torch.Tensor, target: torch.Tensor, share: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from visionlab.cfg import BaseConfig, ConfigError, as_size, probability, scale_range, scene_count, tta_scales
 from visionlab.data.categories import (CATEGORY_COLOURS, CATEGORY_NAMES, IGNORE_INDEX, NUM_CATEGORIES,
                                      VOID, colorize)
-from visionlab.losses.segmentation import SegmentationLoss, balanced_weights
+from visionlab.losses.segmentation import WEIGHTED_LOSSES, SegmentationLoss, balanced_weights
 from visionlab.metrics.segmentation import SegmentationMetrics
 from visionlab.models import segmentation as _models  # noqa: F401  (registers the architectures)
 from visionlab.tasks.base import Metrics, Task, register_task, upsample
@@ -121,7 +121,7 @@ class SegmentTask(Task):
 
     def build_loss(self, cfg: SegmentConfig, train_set: Dataset) -> nn.Module:
         weights = None
-        if cfg.loss == "balanced_ce":
+        if cfg.loss in WEIGHTED_LOSSES:
             weights = balanced_weights(train_set.category_frequencies(), ignore=[VOID] if cfg.ignore_void else [])
         return _LossOnBatch(SegmentationLoss(cfg.loss, weights))
 
