@@ -65,6 +65,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--teacher-val-scenes", type=int, default=64)
     ap.add_argument("--rooms", type=float, default=0.5,
                     help="share of the synthetic scenes that are indoor rooms / tabletops (0 = streets only)")
+    ap.add_argument("--textures", nargs="*", default=[],
+                    help="image folders under shared/data painted on the synthetic rooms' surfaces "
+                         "(synthetic_textures; e.g. the --unlabeled folders; never the evaluation frames)")
     ap.add_argument("--teacher-epochs", default="auto", help="int or auto (from the time budget)")
     ap.add_argument("--teacher-lr", type=float, default=0.001)
     # pseudo labels
@@ -266,6 +269,8 @@ def main() -> int:
     commands = [f"python benchmarks/depth_recipe.py {' '.join(sys.argv[1:])}".rstrip()]
     common = {"batch": args.batch, "workers": args.workers, "seed": args.seed, "mlflow": False,
               "project": str(run_dir), "exist_ok": True}
+    if args.textures:
+        common["synthetic_textures"] = [str(shared / "data" / f) for f in args.textures]
     timings: dict[str, float] = {}
 
     data_yaml = write_eval_yaml(shared, run_dir / "real_depth.yaml")
@@ -396,7 +401,9 @@ def report(args: argparse.Namespace, results: dict, timings: dict, commands: lis
         f"Student: {args.student_model} (init {args.student_init if args.student_init == 'teacher' else args.student_pretrained}), "
         f"{s_epochs} epochs at {args.student_imgsz[0]}x{args.student_imgsz[1]} on the pseudo labels"
         + (f" + {args.student_synthetic} synthetic scenes." if args.student_synthetic else " only.")
-        + f" Synthetic scenes: {args.rooms:.0%} indoor rooms / tabletops (`synthetic_rooms`), the rest streets.",
+        + f" Synthetic scenes: {args.rooms:.0%} indoor rooms / tabletops (`synthetic_rooms`), the rest streets"
+        + (f"; room surfaces painted with the real photos of {', '.join(args.textures)} (`synthetic_textures`)."
+           if args.textures else "."),
         "",
         "| model | params | AbsRel (lower is better) | delta1 (higher is better) | " + " | ".join(f"{s} AbsRel" for s in sources) + " |",
         "|---|---|---|---|" + "---|" * len(sources),

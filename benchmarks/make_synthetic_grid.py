@@ -3,6 +3,8 @@
 
     python benchmarks/make_synthetic_grid.py [--n 12] [--size 176 352] [--seed 0] [--out PATH]
     python benchmarks/make_synthetic_grid.py --rooms --n 8 --size 144 192 --cols 2
+    python benchmarks/make_synthetic_grid.py --rooms --n 4 --size 144 192 --cols 2 \
+        --textures ../shared/data/camvid/train ../shared/data/photos --out docs/images/synthetic_rooms_textured.png
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the pack
 from visionlab.data.categories import colorize
 from visionlab.data.synthetic import SKY_DEPTH, render_scene
 from visionlab.data.synthetic_rooms import render_room
+from visionlab.data.textures import TextureBank
 
 
 def depth_to_rgb(depth: np.ndarray, per_image: bool = False) -> np.ndarray:
@@ -39,10 +42,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cols", type=int, default=2, help="triplets per grid row")
     p.add_argument("--rooms", action="store_true", help="indoor scenes instead of streets")
+    p.add_argument("--textures", nargs="*", default=[], help="rooms: paint surfaces with these photos "
+                   "(synthetic_textures)")
     p.add_argument("--out", type=Path, default=None, help="default docs/images/synthetic[_rooms]_grid.png")
     a = p.parse_args()
     a.out = a.out or ROOT / f"docs/images/synthetic{'_rooms' * a.rooms}_grid.png"
-    render = render_room if a.rooms else render_scene
+    bank = TextureBank(a.textures) if a.textures else None
+    render = (lambda seed, h, w: render_room(seed, h, w, textures=bank)) if a.rooms else render_scene
     h, w = a.size
     gap = 4
     rows = -(-a.n // a.cols)

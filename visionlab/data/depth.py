@@ -10,7 +10,8 @@ keep the target at native resolution (only the image is resized), so metrics use
 Validity: target > 0 and finite (disparity labels: >= 0 for dense pseudo labels), within
 [min_depth, max_depth] for depth targets, and at evaluation inside the source's eval crop (Eigen/Garg).
 Synthetic sky (depth 1000 m) is valid for training (it teaches "far") but not scored at evaluation. A share
-``synthetic_rooms`` of the synthetic scenes are indoor rooms (``synthetic_rooms.render_room``), the rest streets.
+``synthetic_rooms`` of the synthetic scenes are indoor rooms (``synthetic_rooms.render_room``), the rest streets;
+``synthetic_textures`` paints the rooms' surfaces with real photos (``textures``).
 
 Files that cannot be used (corrupt or truncated, under 32 px a side, RGB/depth size mismatch, unpaired) are
 named in ``dataset.skipped`` and left out, never trained on; a DataError if nothing is left. Every file
@@ -63,6 +64,11 @@ class DepthDataset(Dataset):
         self.skipped: list[str] = []
         self._mats: dict[int, NyuMat] = {}
         self._scales: dict[int, dict[str, float]] = {}
+        self.textures = None  # real photos for the synthetic rooms' surfaces (read lazily, per worker)
+        if getattr(cfg, "synthetic_textures", None) and any(s.kind == "synthetic" for s in self.sources):
+            from visionlab.data.textures import TextureBank
+
+            self.textures = TextureBank(cfg.synthetic_textures)
         items: list[DepthItem] = []
         for si, source in enumerate(self.sources):
             if source.kind == "synthetic":
@@ -119,7 +125,8 @@ class DepthDataset(Dataset):
             from visionlab.data.synthetic import render_scene
             from visionlab.data.synthetic_rooms import render_room
 
-            scene = (render_room if item.name.startswith("room") else render_scene)(int(item.target), *self.size)
+            scene = (render_room(int(item.target), *self.size, textures=self.textures) if item.name.startswith("room")
+                     else render_scene(int(item.target), *self.size))
             return scene.image, scene.depth, 0
         if item.fmt == "nyu_mat":
             image, depth = self._mats[item.source].read(int(item.target))

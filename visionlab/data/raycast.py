@@ -189,11 +189,16 @@ def _hash(i: np.ndarray, seed: float) -> np.ndarray:
     return v - np.floor(v)
 
 
+def surface_coords(p: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Surface coordinates (a, b) in metres of world points p (3, n): the two axes other than the dominant
+    normal's; b is the height on walls and sides, so textures stand upright."""
+    axis = np.abs(normal).argmax(axis=0)
+    return np.where(axis == 0, p[2], p[0]), np.where(axis == 1, p[2], p[1])
+
+
 def texture(m: Material, p: np.ndarray, normal: np.ndarray) -> np.ndarray:
     """Brightness factor (n,) of material m at world points p (3, n) with normals (3, n)."""
-    axis = np.abs(normal).argmax(axis=0)  # surface coordinates (a, b) from the dominant normal
-    a = np.where(axis == 0, p[2], p[0])
-    b = np.where(axis == 1, p[2], p[1])
+    a, b = surface_coords(p, normal)
     q = m.period
     if m.pattern == "planks":
         row = np.floor(a / q)

@@ -19,6 +19,7 @@ import numpy as np
 
 from visionlab.data import raycast as rc
 from visionlab.data.synthetic import CONSTRUCTION, FLAT, NATURE, Scene, _finish, _pal, _Rand
+from visionlab.data.textures import TEXTURED_SHARE, TextureBank, sample_texture
 
 _GOLDEN = 0.6180339887498949
 VOID = 0  # furniture and small objects have no street category
@@ -246,8 +247,9 @@ def is_room(seed: int, share: float) -> bool:
     return (seed * _GOLDEN) % 1.0 < share
 
 
-def render_room(seed: int, height: int = 256, width: int = 512) -> Scene:
-    """Render one random indoor scene; the same (seed, height, width) gives bit-identical output."""
+def render_room(seed: int, height: int = 256, width: int = 512, textures: TextureBank | None = None) -> Scene:
+    """Render one random indoor scene; the same (seed, height, width) gives bit-identical output. With
+    ``textures`` a share of the materials are painted with real photos; geometry and depth stay the same."""
     if height < 32 or width < 32:
         raise ValueError(f"render_room needs height, width >= 32, got {height}x{width}")
     rng = np.random.default_rng(seed)
@@ -267,10 +269,17 @@ def render_room(seed: int, height: int = 256, width: int = 512) -> Scene:
     shade = ambient + (1.25 - ambient) * 1.8 * lit
     img = np.zeros((3, depth.size), np.float32)
     cats = np.zeros(depth.size, np.uint8)
+    photo = np.random.default_rng([seed, 1])  # its own stream: the untextured scene is unchanged
     for i in np.unique(mat):
         m, sel = world.materials[i], mat == i
-        tex = rc.texture(m, points[:, sel], normal[:, sel])
-        img[:, sel] = m.colour[:, None] * (tex * (1.0 if m.pattern == "emit" else shade[sel]))[None]
+        if textures is not None and m.pattern != "emit" and photo.random() < TEXTURED_SHARE:
+            a, b = rc.surface_coords(points[:, sel], normal[:, sel])
+            src = textures.get(int(photo.integers(1 << 30)))
+            colour = sample_texture(src, a, b, tile=float(photo.uniform(0.4, 3.0)), offset=tuple(photo.random(2)))
+            img[:, sel] = colour * shade[sel][None]
+        else:
+            tex = rc.texture(m, points[:, sel], normal[:, sel])
+            img[:, sel] = m.colour[:, None] * (tex * (1.0 if m.pattern == "emit" else shade[sel]))[None]
         cats[sel] = m.category
     grain = arrays.random(depth.size, dtype=np.float32) - 0.5
     img *= 1 + 0.06 * grain[None]

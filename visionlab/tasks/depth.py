@@ -35,6 +35,7 @@ class DepthConfig(BaseConfig):
     synthetic_train: int
     synthetic_val: int
     synthetic_rooms: float
+    synthetic_textures: tuple[str, ...] | None
     hflip: float
     scale: tuple[float, float]
     colour_jitter: float
@@ -61,6 +62,11 @@ class DepthConfig(BaseConfig):
     _scenes = field_validator("synthetic_train", "synthetic_val")(scene_count)
     _probability = field_validator("hflip", "colour_jitter", "synthetic_rooms")(probability)
     _scale = field_validator("scale")(scale_range)
+
+    @field_validator("synthetic_textures", mode="before")
+    @classmethod
+    def _folders(cls, v: Any) -> Any:
+        return (str(v),) if isinstance(v, (str, Path)) else v  # one folder or a list of them
 
     @field_validator("depth_scale", "min_depth", "max_depth")
     @classmethod
@@ -182,8 +188,8 @@ class DepthTask(Task):
     summary_keys = ("absrel", "delta1")
     compare_keys = ("absrel_ci_low", "absrel_ci_high", "delta1_ci_low", "delta1_ci_high", "rmse", "delta2", "images")
     # the evaluation protocol travels with the checkpoint: val uses what the model was trained and judged on
-    inherit_from_checkpoint = ("data", "imgsz", "synthetic_val", "synthetic_rooms", "depth_scale", "min_depth", "max_depth",
-                               "eval_crop", "align", "keep_aspect")
+    inherit_from_checkpoint = ("data", "imgsz", "synthetic_val", "synthetic_rooms", "synthetic_textures", "depth_scale",
+                               "min_depth", "max_depth", "eval_crop", "align", "keep_aspect")
 
     # ------------------------------------------------------------------ training and evaluation
 
