@@ -24,7 +24,8 @@ from visionlab.data.io import DataError
 
 def _cfg(data: str, **kw) -> SimpleNamespace:
     base = dict(data=str(data), imgsz=(32, 48), crop=None, fraction=1.0, cache=True, augment=False, hflip=0.5,
-                scale=(0.75, 1.25), colour_jitter=0.0, synthetic_train=3, synthetic_val=2, synthetic_rooms=0.0, seed=0,
+                scale=(0.75, 1.25), colour_jitter=0.0, synthetic_train=3, synthetic_val=2, synthetic_rooms=0.0,
+                synthetic_textures=None, seed=0,
                 depth_scale=None, min_depth=None, max_depth=None, eval_crop=None)
     base.update(kw)
     return SimpleNamespace(**base)

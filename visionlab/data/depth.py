@@ -65,7 +65,7 @@ class DepthDataset(Dataset):
         self._mats: dict[int, NyuMat] = {}
         self._scales: dict[int, dict[str, float]] = {}
         self.textures = None  # real photos for the synthetic rooms' surfaces (read lazily, per worker)
-        if getattr(cfg, "synthetic_textures", None) and any(s.kind == "synthetic" for s in self.sources):
+        if cfg.synthetic_textures and any(s.kind == "synthetic" for s in self.sources):
             from visionlab.data.textures import TextureBank
 
             self.textures = TextureBank(cfg.synthetic_textures)
@@ -237,11 +237,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- unlabeled images + pseudo labels
 
 
-def list_unlabeled(folder: PathLike) -> list[Path]:
-    """Every image under ``folder`` (recursive, sorted, hidden files skipped), for pseudo-labelling."""
+def list_unlabeled(folder: PathLike, expected: str = "a folder of images to pseudo-label") -> list[Path]:
+    """Every image under ``folder`` (recursive, sorted, hidden files skipped), for pseudo-labelling (or any use
+    named by ``expected`` in the error when ``folder`` is not a directory)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: not a directory; expected a folder of images to pseudo-label", "missing")
+        raise DataError(f"{folder}: not a directory; expected {expected}", "missing")
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not files:

@@ -34,11 +34,8 @@ class TextureBank:
                             "missing")
         self.paths: list[Path] = []
         for folder in folders:
-            if not Path(folder).is_dir():
-                raise DataError(f"synthetic_textures: {folder}: not a directory; expected a folder of real photos",
-                                "missing")
             try:
-                self.paths += list_unlabeled(folder)
+                self.paths += list_unlabeled(folder, expected="a folder of real photos")
             except DataError as e:
                 raise DataError(f"synthetic_textures: {e}", "missing") from None
         self.max_side = max_side
