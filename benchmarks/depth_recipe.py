@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -254,6 +253,7 @@ def main() -> int:
         return 0
     os.environ.setdefault("VISIONLAB_PROGRESS", "0")
     import torch
+    from PIL import Image
 
     import visionlab
     from visionlab.engine.model_io import load_model
@@ -360,7 +360,8 @@ def main() -> int:
         src = run_dir / "eval" / key / "best_worst.png"
         if src.is_file():
             grids[key] = images / f"depth_recipe_{key}_best_worst.png"
-            shutil.copyfile(src, grids[key])
+            # the figure is opaque: RGB keeps every pixel and drops a quarter of the bytes
+            Image.open(src).convert("RGB").save(grids[key], optimize=True)
     lines = report(args, results, timings, commands, run_dir, data_yaml, pseudo, t_epochs, s_epochs, grids, doc,
                    environment_info())
     write_doc_block(doc, DOC_BLOCK, lines)
