@@ -9,9 +9,13 @@ more seeds, so a change can be told from run-to-run noise before it is tried in 
     python benchmarks/depth_probe.py --seeds 0 1 2 3 \
         --variant tex="synthetic_textures=[../shared/data/camvid/train,../shared/data/camvid/val,../shared/data/photos]"
     python benchmarks/depth_probe.py --project /tmp/probe --report-only   # the table again from probe.json
+    python benchmarks/depth_probe.py --project /tmp/probe --seeds 0 1 2 3 --variant base= --ensemble
 
 ``--eval-imgsz`` scores every model at each size; ``--adabn`` adds a row per model whose BatchNorm statistics
 were re-estimated on the real unlabeled images of the recipe (CamVid train + val, photos; AdaBN, Li et al. 2016).
+``--ensemble`` trains nothing: it scores the already trained seeds of each variant as one model, the mean of
+their disparities after each is normalised per image (minus its median, over its mean absolute deviation, as
+the loss compares maps): what is left when the seed-to-seed noise is averaged away.
 Rows accumulate in ``PROJECT/probe.json`` (a variant re-run replaces its rows); the table goes into the
 ``depth-probe`` block of docs/benchmarks.md.
 """
@@ -60,6 +64,29 @@ def adabn(model: Any, images: list[Path], imgsz: list[int], batch: int = 8) -> A
     return model.eval()
 
 
+def ensemble(models: list[Any]) -> Any:
+    """One model whose disparity is the mean of ``models``' disparities, each normalised per image (minus its
+    median, over its mean absolute deviation: the SSI loss's alignment, so no model's arbitrary scale dominates)."""
+    import torch
+    from torch import nn
+
+    class Mean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.models = nn.ModuleList(models)
+            self.input_multiple = max(getattr(m, "input_multiple", 1) or 1 for m in models)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            maps = []
+            for m in self.models:
+                d = m(x).flatten(1)
+                centred = d - d.median(1, keepdim=True).values
+                maps.append(centred / centred.abs().mean(1, keepdim=True).clamp(min=1e-6))
+            return torch.stack(maps).mean(0).view(x.shape[0], 1, *x.shape[-2:])
+
+    return Mean().eval()
+
+
 def score(task: Any, model: Any, frames: dict, out: Path) -> dict[str, Any]:
     cfg, dataset = frames
     m = evaluate_real(task, model, cfg, dataset, out)
@@ -76,6 +103,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--eval-imgsz", type=int, nargs="+", default=[192, 256], help="H W [H W ...]")
     ap.add_argument("--adabn", action="store_true", help="also score each model after AdaBN on the unlabeled images")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="no training: score the trained seeds of each variant as one model (mean of normalised maps)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the doc block from PROJECT/probe.json")
     args = ap.parse_args()
     if args.report_only:
@@ -120,6 +149,19 @@ def main() -> int:
         if not sep or not name:
             raise SystemExit(f"error: '{variant}': expected NAME=SETTINGS")
         extra = parse_overrides(shlex.split(settings))
+        if args.ensemble:
+            runs = [project / f"{name}_s{seed}" for seed in args.seeds]
+            missing = [str(r) for r in runs if not (r / "results.json").is_file()]
+            if missing:
+                raise SystemExit(f"error: --ensemble needs trained runs; missing: {', '.join(missing)}")
+            model = ensemble([load_model(r, "cpu", task=task)[0] for r in runs])
+            seeds = "+".join(str(s) for s in args.seeds)
+            for hw in sizes:
+                tag = f"{hw[0]}x{hw[1]}"
+                keep({"variant": name, "settings": settings, "seed": seeds, "synthetic_val": None, "call": call,
+                      "eval": f"{tag} ensemble", **score(task, model, frames[tuple(hw)], project / f"{name}_ens_{tag}")})
+            print(f"{name} ensemble of seeds {seeds}: {rows[-1]['absrel']:.4f}", flush=True)
+            continue
         for seed in args.seeds:
             run = visionlab.train("depth", **{**PROBE, **extra, "seed": seed, "project": str(project),
                                               "name": f"{name}_s{seed}", "exist_ok": True})

@@ -24,7 +24,7 @@ from visionlab.data.io import DataError
 
 def _cfg(data: str, **kw) -> SimpleNamespace:
     base = dict(data=str(data), imgsz=(32, 48), crop=None, fraction=1.0, cache=True, augment=False, hflip=0.5,
-                scale=(0.75, 1.25), colour_jitter=0.0, synthetic_train=3, synthetic_val=2, synthetic_rooms=0.0,
+                scale=(0.75, 1.25), colour_jitter=0.0, blur_noise=0.0, synthetic_train=3, synthetic_val=2, synthetic_rooms=0.0,
                 synthetic_textures=None, seed=0,
                 depth_scale=None, min_depth=None, max_depth=None, eval_crop=None)
     base.update(kw)
@@ -104,6 +104,18 @@ def test_augmentation_pads_invalid_and_never_blends(tmp_path: Path) -> None:
         assert (target[~valid] == 0).all()
         assert set(target[valid].unique().tolist()) <= {1.0, 5.0}
 
+
+def test_blur_noise_changes_the_image_only(tmp_path: Path) -> None:
+    root = tmp_path / "blur"
+    png(root / "x_rgb.png", _rgb(64, 64))
+    mm = np.where(np.arange(64)[None, :] < 32, 1000, 5000).repeat(64, 0).astype(np.uint16)
+    _depth_png(root / "x_depth.png", mm)
+    geometry_off = dict(imgsz=(64, 64), depth_scale=1000, augment=True, scale=(1.0, 1.0), hflip=0.0)
+    plain = DepthDataset(_cfg(root, **geometry_off), "train", train=True)[0]
+    perturbed = [DepthDataset(_cfg(root, blur_noise=1.0, **geometry_off), "train", train=True)[0] for _ in range(4)]
+    for s in perturbed:  # blur or noise on every sample (p=1): the picture changes, the depth never does
+        assert not torch.equal(s["image"], plain["image"])
+        assert torch.equal(s["target"], plain["target"]) and torch.equal(s["valid"], plain["valid"])
 
 def test_subfolder_pairing_prefixes_ambiguity_and_unpaired(tmp_path: Path) -> None:
     root = tmp_path / "sub"

@@ -1,4 +1,5 @@
-"""benchmarks/depth_probe.py: AdaBN re-estimates BatchNorm statistics as the plain mean / variance of the images."""
+"""benchmarks/depth_probe.py: AdaBN re-estimates BatchNorm statistics as the plain mean / variance of the images;
+the ensemble averages per-image normalised disparities."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from depth_probe import adabn  # noqa: E402
+from depth_probe import adabn, ensemble  # noqa: E402
 
 
 def test_adabn_statistics_are_those_of_the_resized_images(tmp_path: Path) -> None:
@@ -34,3 +35,23 @@ def test_adabn_statistics_are_those_of_the_resized_images(tmp_path: Path) -> Non
                                rtol=1e-5)
     assert not adapted.training
     assert model[0].running_mean[0].item() == 7.0  # the original is untouched
+
+
+class _Fixed(torch.nn.Module):
+    """A 'model' that ignores its input and returns a fixed 1x1x2x2 disparity map."""
+
+    def __init__(self, values: list[float]):
+        super().__init__()
+        self.map = torch.tensor(values, dtype=torch.float32).view(1, 1, 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.map.expand(x.shape[0], 1, 2, 2)
+
+
+def test_ensemble_averages_median_mad_normalised_maps() -> None:
+    # [1,2,3,10]: lower median 2 -> [-1,0,1,8], mean |.| 2.5 -> [-0.4,0,0.4,3.2]
+    # [5,5,7,9] * 100 (its scale must not matter): median 500 -> [0,0,200,400], MAD 150 -> [0,0,4/3,8/3]
+    out = ensemble([_Fixed([1, 2, 3, 10]), _Fixed([500, 500, 700, 900])])(torch.zeros(3, 3, 2, 2))
+    expected = (torch.tensor([-0.4, 0.0, 0.4, 3.2]) + torch.tensor([0.0, 0.0, 4 / 3, 8 / 3])) / 2
+    assert out.shape == (3, 1, 2, 2)
+    torch.testing.assert_close(out[2].flatten(), expected)

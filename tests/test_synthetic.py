@@ -105,10 +105,11 @@ def test_layout_scales_with_size() -> None:
 
 
 def test_zbuffer_keeps_the_nearest_surface() -> None:
-    from visionlab.data.synthetic import _Canvas, _Rand
+    from visionlab.data.synthetic import _Canvas
+    from visionlab.data.synthetic_base import Rand
 
     rng = np.random.default_rng(0)
-    c = _Canvas(rng, _Rand(rng), 64, 64)
+    c = _Canvas(rng, Rand(rng), 64, 64)
     sl, lab = (slice(10, 20), slice(10, 20)), np.ones((10, 10), np.uint8)
     c.paint(sl, 5.0, lab, [(255, 0, 0)], VEHICLE)
     c.paint(sl, 9.0, lab, [(0, 255, 0)], HUMAN)  # farther: hidden

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from visionlab.data.categories import CATEGORY_NAMES
-from visionlab.data.synthetic import SKY_DEPTH, Scene
+from visionlab.data.synthetic_base import SKY_DEPTH, Scene
 from visionlab.data.synthetic_rooms import is_room, render_room
 
 FLAT, CONSTRUCTION = (CATEGORY_NAMES.index(n) for n in ("flat", "construction"))

@@ -157,7 +157,7 @@ class DepthDataset(Dataset):
             if source.max_depth is not None:
                 valid &= target <= source.max_depth
             if item.fmt == "synthetic" and not self.train:
-                from visionlab.data.synthetic import SKY_DEPTH
+                from visionlab.data.synthetic_base import SKY_DEPTH
 
                 valid &= target < SKY_DEPTH
         if not self.train and source.eval_crop is not None:

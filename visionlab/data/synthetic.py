@@ -11,85 +11,33 @@ same visible surface. Sizes are metric, so a seed gives the same scene at any ou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 
-from visionlab.data.categories import CATEGORY_NAMES
+from visionlab.data.synthetic_base import (CONSTRUCTION, FLAT, HUMAN, NATURE, OBJECT, SKY, SKY_DEPTH, VEHICLE, Rand,
+                                           Scene, finish, labels, pal, smooth_noise)
 
-FLAT, CONSTRUCTION, OBJECT, NATURE, SKY, HUMAN, VEHICLE = (
-    CATEGORY_NAMES.index(n) for n in ("flat", "construction", "object", "nature", "sky", "human", "vehicle"))
-SKY_DEPTH = 1000.0
 _MAX_GROUND_DEPTH = 400.0  # ground right at the horizon is clamped here so it stays below SKY_DEPTH
 
-
-def _pal(*rgb: int) -> np.ndarray:
-    return np.array(rgb, np.float32).reshape(-1, 3)
-
-
-_CAR = _pal(235, 235, 232, 25, 25, 28, 160, 162, 166, 95, 98, 104, 165, 25, 30, 30, 55, 125, 35, 75, 50,
-            205, 165, 45, 120, 75, 45, 70, 120, 175, 215, 215, 205, 50, 50, 60)
-_FACADE = _pal(185, 172, 150, 150, 140, 130, 205, 195, 175, 120, 110, 100, 170, 115, 85, 140, 85, 65,
-               215, 205, 190, 110, 115, 122, 190, 180, 150, 165, 150, 115, 95, 90, 88)
-_PAVING = _pal(150, 148, 145, 170, 160, 150, 130, 128, 130, 175, 170, 160, 140, 120, 110)
-_GREEN = _pal(55, 90, 35, 75, 110, 45, 45, 75, 40, 95, 120, 50, 120, 115, 50, 65, 100, 60)
-_CLOTH = _pal(30, 30, 35, 205, 205, 200, 40, 60, 120, 125, 30, 30, 60, 90, 60, 150, 130, 100, 80, 80, 90,
-              200, 150, 40, 90, 40, 90, 230, 120, 150, 20, 40, 70, 180, 90, 40)
-_SKIN = _pal(240, 200, 170, 210, 160, 120, 170, 120, 80, 110, 75, 50, 225, 180, 150)
-_HAIR, _GLASS = _pal(30, 25, 20, 90, 60, 35, 200, 170, 110, 60, 60, 60), _pal(40, 48, 60, 70, 80, 95, 55, 55, 50)
+_CAR = pal(235, 235, 232, 25, 25, 28, 160, 162, 166, 95, 98, 104, 165, 25, 30, 30, 55, 125, 35, 75, 50,
+           205, 165, 45, 120, 75, 45, 70, 120, 175, 215, 215, 205, 50, 50, 60)
+_FACADE = pal(185, 172, 150, 150, 140, 130, 205, 195, 175, 120, 110, 100, 170, 115, 85, 140, 85, 65,
+              215, 205, 190, 110, 115, 122, 190, 180, 150, 165, 150, 115, 95, 90, 88)
+_PAVING = pal(150, 148, 145, 170, 160, 150, 130, 128, 130, 175, 170, 160, 140, 120, 110)
+_GREEN = pal(55, 90, 35, 75, 110, 45, 45, 75, 40, 95, 120, 50, 120, 115, 50, 65, 100, 60)
+_CLOTH = pal(30, 30, 35, 205, 205, 200, 40, 60, 120, 125, 30, 30, 60, 90, 60, 150, 130, 100, 80, 80, 90,
+             200, 150, 40, 90, 40, 90, 230, 120, 150, 20, 40, 70, 180, 90, 40)
+_SKIN = pal(240, 200, 170, 210, 160, 120, 170, 120, 80, 110, 75, 50, 225, 180, 150)
+_HAIR, _GLASS = pal(30, 25, 20, 90, 60, 35, 200, 170, 110, 60, 60, 60), pal(40, 48, 60, 70, 80, 95, 55, 55, 50)
 _LIGHTS = ((60, 230, 90), (250, 180, 30), (250, 40, 30))  # green, amber, red from the bottom
 _SIGNS = (((200, 30, 30), (240, 240, 235)), ((30, 70, 160), (40, 90, 190)), ((240, 240, 235), (30, 110, 60)))
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing/hashing the numpy fields would raise
-class Scene:
-    image: np.ndarray  # HxWx3 uint8 RGB
-    mask: np.ndarray  # HxW uint8 category ids (categories.CATEGORY_NAMES)
-    depth: np.ndarray  # HxW float32 metres along the optical axis; sky = SKY_DEPTH
-
-
-class _Rand:
-    """Scalar draws served from a pre-drawn pool: much cheaper than one Generator call per number."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng, self.pool = rng, []
-
-    def u(self, lo: float = 0.0, hi: float = 1.0) -> float:
-        if not self.pool:
-            self.pool = self.rng.random(512).tolist()
-        return lo + (hi - lo) * self.pool.pop()
-
-    def int(self, lo: int, hi: int) -> int:  # in [lo, hi)
-        return int(self.u(lo, hi))
-
-    def pick(self, pal: np.ndarray, lo: float = 0.85, hi: float = 1.1) -> np.ndarray:
-        return pal[self.int(0, len(pal))] * np.float32(self.u(lo, hi))
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, gh: int, gw: int) -> np.ndarray:
-    """Value noise in [0, 1): a random (gh+1)x(gw+1) grid upsampled with smoothstep weights."""
-    g = rng.random((gh + 1, gw + 1), dtype=np.float32)
-    ys, xs = (np.linspace(0, m, n, endpoint=False, dtype=np.float32) for m, n in ((gh, h), (gw, w)))
-    y0, x0 = ys.astype(np.intp), xs.astype(np.intp)
-    fy, fx = ys - np.floor(ys), xs - np.floor(xs)  # stays float32 (ys - y0 would upcast)
-    fy, fx = (fy * fy * (3 - 2 * fy))[:, None], fx * fx * (3 - 2 * fx)
-    gx = g[:, x0] * (1 - fx) + g[:, x0 + 1] * fx  # along x at grid resolution first: cheap
-    return gx[y0] * (1 - fy) + gx[y0 + 1] * fy
-
-
-def _labels(shape: tuple[int, int], *regions) -> np.ndarray:
-    """Label image: pixel = index (1-based) of the last region containing it, 0 = none."""
-    lab = np.zeros(shape, np.uint8)
-    for i, region in enumerate(regions, 1):
-        np.copyto(lab, i, where=region)
-    return lab
 
 
 class _Canvas:
     """Camera + planar frame buffers; drawing helpers work on bounding-box slices of them."""
 
-    def __init__(self, rng: np.random.Generator, r: _Rand, h: int, w: int) -> None:
+    def __init__(self, rng: np.random.Generator, r: Rand, h: int, w: int) -> None:
         self.h, self.w, self.cx = h, w, w / 2
         self.f = w * r.u(0.72, 1.05)  # ~51-70 deg horizontal field of view
         self.cam_h = r.u(1.2, 2.0)
@@ -99,7 +47,7 @@ class _Canvas:
         self.mask = np.full((h, w), SKY, np.uint8)
         self.depth = np.full((h, w), SKY_DEPTH, np.float32)
         self.grain = rng.random((h, w), dtype=np.float32) - 0.5  # per-pixel texture
-        self.blot = _smooth_noise(rng, h, w, max(h // 8, 2), max(w // 8, 2)) - 0.5  # ~8 px blobs
+        self.blot = smooth_noise(rng, h, w, max(h // 8, 2), max(w // 8, 2)) - 0.5  # ~8 px blobs
         self.tex = 1 + 0.1 * self.grain + 0.16 * self.blot  # man-made surfaces
         self.leaf = np.maximum(1 + 0.6 * self.grain + 1.1 * self.blot, 0.2)  # foliage
         self.casters: list[tuple[float, ...]] = []  # shadow boxes (x0, x1, z0, z1, h0, h1)
@@ -146,7 +94,7 @@ class _Canvas:
         self.img[:, sl[0], sl[1]][:, win] = np.array(cols, np.float32).T[:, li] * (shade * tex)
 
 
-def _layout(r: _Rand) -> SimpleNamespace:
+def _layout(r: Rand) -> SimpleNamespace:
     """Road cross-section in metres; the camera sits at X = 0 in one of the lanes (right-hand traffic)."""
     n, lw = r.int(1, 5), r.u(2.8, 3.7)
     two_way = n >= 2 and r.u() < 0.75
@@ -171,7 +119,7 @@ def _layout(r: _Rand) -> SimpleNamespace:
                            sides=sides, zc=r.u(8, 30) if r.u() < 0.3 else 0.0)
 
 
-def _lighting(c: _Canvas, r: _Rand) -> None:
+def _lighting(c: _Canvas, r: Rand) -> None:
     c.overcast = r.u() < 0.3
     el, az = r.u(0.45, 1.15), r.u(-math.pi, math.pi)
     s = (math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az))  # unit vector towards the sun
@@ -184,7 +132,7 @@ def _lighting(c: _Canvas, r: _Rand) -> None:
     c.shadow_off = (0.0, 0.0) if c.overcast else (-s[0] / s[1], -s[2] / s[1])  # ground offset per metre height
 
 
-def _sky(c: _Canvas, r: _Rand) -> None:
+def _sky(c: _Canvas, r: Rand) -> None:
     rows = min(max(math.ceil(c.hz) + 1, 1), c.h)
     if c.overcast:
         g = r.u(150, 215)
@@ -195,13 +143,13 @@ def _sky(c: _Canvas, r: _Rand) -> None:
     t = np.clip((c.hz - 0.5 - np.arange(rows, dtype=np.float32)) / max(c.hz, 1.0), 0, 1) ** 0.7
     col = hor[:, None, None] + (zen - hor)[:, None, None] * t[:, None]
     if r.u() < 0.65:  # clouds: two octaves of value noise (fixed grids: same clouds at any size)
-        n = 0.65 * _smooth_noise(r.rng, rows, c.w, 3, 5) + 0.35 * _smooth_noise(r.rng, rows, c.w, 7, 14)
+        n = 0.65 * smooth_noise(r.rng, rows, c.w, 3, 5) + 0.35 * smooth_noise(r.rng, rows, c.w, 7, 14)
         a = np.clip((n - r.u(0.35, 0.65)) / 0.15, 0, 1) * r.u(0.5, 0.95)
         col = col + a * (np.float32(r.u(200, 250)) - 25 * n - col)
     c.img[:, :rows], c.hor_col = np.minimum(col, 255), hor
 
 
-def _ground(c: _Canvas, r: _Rand, lay: SimpleNamespace) -> None:
+def _ground(c: _Canvas, r: Rand, lay: SimpleNamespace) -> None:
     r0 = min(max(math.floor(c.hz - 0.5) + 1, 0), c.h)
     z = np.minimum(c.f * c.cam_h / (np.arange(r0, c.h, dtype=np.float32)[:, None] + (0.5 - c.hz)), _MAX_GROUND_DEPTH)
     c.pcol = (np.arange(c.w, dtype=np.float32) + (0.5 - c.cx)) / c.f  # X / Z of each column
@@ -212,8 +160,8 @@ def _ground(c: _Canvas, r: _Rand, lay: SimpleNamespace) -> None:
     grass, walk = [r.pick(_GREEN, 0.9, 1.2) for _ in "LR"], [r.pick(_PAVING) for _ in "LR"]
     kerb, road = [np.float32([r.u(150, 210)] * 3) for _ in "LR"], np.float32([1, 1, r.u(0.98, 1.08)]) * r.u(55, 115)
     verge = [grass[i] if s.kind == "park" else r.pick(_PAVING, 0.8, 1.0) for i, s in enumerate(lay.sides)]
-    pal = np.stack([verge[0], walk[0], grass[0], kerb[0], road, kerb[1], grass[1], walk[1], verge[1],
-                    *_pal(235, 235, 230, 230, 190, 60, 225, 225, 220)])  # + white, yellow, zebra paint
+    colours = np.stack([verge[0], walk[0], grass[0], kerb[0], road, kerb[1], grass[1], walk[1], verge[1],
+                        *pal(235, 235, 230, 230, 190, 60, 225, 225, 220)])  # + white, yellow, zebra paint
     nat = np.array([L.kind == "park", 0, 1, 0, 0, 0, 1, 0, R.kind == "park", 0, 0, 0], bool)
     half = np.maximum(0.065, 0.5 * z / c.f)  # lines are 13 cm wide but at least ~1 px (coverage below)
     road_on = lab == 4
@@ -225,7 +173,7 @@ def _ground(c: _Canvas, r: _Rand, lay: SimpleNamespace) -> None:
     if lay.zc:  # zebra crossing + stop line
         zebra = ((z >= lay.zc) & (z <= lay.zc + 3)) * (((x - lay.xl) % 1.0) < 0.5)
         lab[road_on & (zebra | ((z > lay.zc - 1.5) & (z < lay.zc - 1.1)))] = 11
-    col = pal.T[:, lab]
+    col = colours.T[:, lab]
     thin = (lab == 9) | (lab == 10)  # far lines thinner than a pixel: blend paint with asphalt by coverage
     col[:, thin] = road[:, None] + (0.065 / half)[np.nonzero(thin)[0], 0] * (col[:, thin] - road[:, None])
     natural = nat[lab]
@@ -235,7 +183,7 @@ def _ground(c: _Canvas, r: _Rand, lay: SimpleNamespace) -> None:
     c.zrow[r0:] = z
 
 
-def _buildings(c: _Canvas, r: _Rand, sgn: int, front: float) -> None:
+def _buildings(c: _Canvas, r: Rand, sgn: int, front: float) -> None:
     """One side's row of building blocks, facades on the plane X = sgn * front, drawn in one pass."""
     z, zend, blocks = r.u(-5, 10), r.u(80, 250), []
     while z < zend:
@@ -275,13 +223,13 @@ def _buildings(c: _Canvas, r: _Rand, sgn: int, front: float) -> None:
             if got:
                 sl, u, v = got
                 inside = (u >= xa) & (u <= xb) & (v >= 0) & (v <= hgt[k])
-                lab = _labels(inside.shape, inside, inside & windows(u, v, k))
+                lab = labels(inside.shape, inside, inside & windows(u, v, k))
                 c.paint(sl, float(z0[k]), lab, [walls[k] * 0.95, glass[k]], CONSTRUCTION, c.sh_front)
         if z0[k] < 60:
             c.casters.append((xa, xb, float(z0[k]), float(z1[k]), 0.0, float(hgt[k])))
 
 
-def _strip(c: _Canvas, r: _Rand, x: float, z0: float, z1: float, hgt: float, cat: int, col, fence=False) -> None:
+def _strip(c: _Canvas, r: Rand, x: float, z0: float, z1: float, hgt: float, cat: int, col, fence=False) -> None:
     """Hedge / treeline (bumpy top) or wall / fence along the road at lateral position x."""
     fr, ph = r.u(0.15, 0.5), r.u(0, 6.3)
     got = c.side(x, z0, z1, 0, hgt * 1.4)
@@ -297,9 +245,9 @@ def _strip(c: _Canvas, r: _Rand, x: float, z0: float, z1: float, hgt: float, cat
     c.casters.append((x - 0.2, x + 0.2, z0, z1, 0.0, hgt))
 
 
-def _tree(c: _Canvas, r: _Rand, x: float, z: float) -> None:
+def _tree(c: _Canvas, r: Rand, x: float, z: float) -> None:
     th, cr = r.u(1.8, 3.5), r.u(1.3, 3.2)  # trunk height, canopy radius
-    green, bark = r.pick(_GREEN, 0.8, 1.25), r.pick(_pal(90, 70, 55, 70, 60, 50))
+    green, bark = r.pick(_GREEN, 0.8, 1.25), r.pick(pal(90, 70, 55, 70, 60, 50))
     blobs = [(cr * r.u(-0.6, 0.6), th + cr * r.u(0.7, 1.3), cr * r.u(0.5, 0.85)) for _ in range(r.int(3, 7))]
     got = c.fp(z, x - 1.5 * cr, x + 1.5 * cr, 0, th + 2.2 * cr)
     if not got:
@@ -309,11 +257,11 @@ def _tree(c: _Canvas, r: _Rand, x: float, z: float) -> None:
     for bu, bv, br in blobs if v.shape[0] > 12 else blobs[:1]:  # union of blobs with noisy edges
         canopy = canopy | ((u - bu) ** 2 + (v - bv) ** 2 < (br * edge) ** 2)
     trunk = (np.abs(u) < max(0.16, 0.6 * z / c.f)) & (v < th + cr)
-    c.paint(sl, z, _labels(edge.shape, trunk, canopy), [bark, green], NATURE, c.sh_front, True)
+    c.paint(sl, z, labels(edge.shape, trunk, canopy), [bark, green], NATURE, c.sh_front, True)
     c.casters.append((x - cr, x + cr, z - cr, z + cr, th, th + 2 * cr))
 
 
-def _pole(c: _Canvas, r: _Rand, x: float, z: float, kind: str, toward: int) -> None:
+def _pole(c: _Canvas, r: Rand, x: float, z: float, kind: str, toward: int) -> None:
     """Street lamp with an arm over the road, traffic sign or traffic light."""
     hw, g = max(0.07, 0.55 * z / c.f), r.u(60, 150)  # at least ~1 px wide so far poles do not vanish
     hgt = r.u(6, 9) if kind == "lamp" else r.u(2.2, 3.2)
@@ -340,12 +288,12 @@ def _pole(c: _Canvas, r: _Rand, x: float, z: float, kind: str, toward: int) -> N
         regions.append((np.abs(du) < 0.18) & (v >= hgt) & (v <= hgt + 1))
         regions += [du**2 + (v - hgt - 0.2 - 0.3 * i) ** 2 < 0.01 for i in range(3)]
         cols += [(30, 30, 32)] + [lit if i == on else (60, 55, 50) for i, lit in enumerate(_LIGHTS)]
-    c.paint(sl, z, _labels(regions[0].shape, *regions), cols, OBJECT, c.sh_front)
+    c.paint(sl, z, labels(regions[0].shape, *regions), cols, OBJECT, c.sh_front)
     if z < 25:  # thin shadows further away are sub-pixel
         c.casters.append((x - hw, x + hw, z - hw, z + hw, 0.0, hgt))
 
 
-def _vehicle(c: _Canvas, r: _Rand, x: float, z: float, away: bool, big: bool) -> float:
+def _vehicle(c: _Canvas, r: Rand, x: float, z: float, away: bool, big: bool) -> float:
     """Car / van / bus box: near face (rear if ``away``) plus the side facing the camera; returns length."""
     k = r.u()
     if big and k < 0.08:  # bus / truck: width, height, length, belt line, roof taper, cabin span, pillar slope
@@ -363,7 +311,7 @@ def _vehicle(c: _Canvas, r: _Rand, x: float, z: float, away: bool, big: bool) ->
         au, t = np.abs(u - x), (v - bh) / (hh - bh)
         cw = hw - 0.05 - taper * t  # cabin half-width tapers towards the roof
         shell = ((v >= 0.15) & (v <= bh)) | ((v > bh) & (v <= hh) & (au <= cw))
-        lab = shell.view(np.uint8) if v.shape[0] <= 6 else _labels(  # details only where they span a few pixels
+        lab = shell.view(np.uint8) if v.shape[0] <= 6 else labels(  # details only where they span a few pixels
             shell.shape, shell, (v >= 0.15) & (v <= 0.3), (v >= bh + 0.06) & (v <= hh - 0.07) & (au <= cw - 0.07),
             (v >= bh - 0.22) & (v <= bh - 0.06) & (au >= hw - 0.32) & (au <= hw - 0.04),
             (au < 0.25) & (v > 0.36) & (v < 0.47), (v < 0.3) & (au >= hw - 0.3) & (au <= hw - 0.05))
@@ -380,13 +328,13 @@ def _vehicle(c: _Canvas, r: _Rand, x: float, z: float, away: bool, big: bool) ->
             pillar = np.abs(s - 0.5 * (a + b)) < 0.05 if ln < 8 else ((s - a) % 1.3) < 0.12
             win = (v >= bh + 0.06) & (v <= hh - 0.07) & (s >= a + 0.1) & (s <= b - 0.1) & ~pillar
             r1, r2 = (s - 0.85) ** 2 + (v - 0.32) ** 2, (s - ln + 0.9) ** 2 + (v - 0.32) ** 2
-            lab = _labels(shell.shape, shell, win, (r1 < 0.1) | (r2 < 0.1), (r1 < 0.02) | (r2 < 0.02))
+            lab = labels(shell.shape, shell, win, (r1 < 0.1) | (r2 < 0.1), (r1 < 0.02) | (r2 < 0.02))
         c.paint(sl, zz, lab, [col, glass, (22, 22, 24), (140, 140, 145)], VEHICLE, c.sh_px if xs < 0 else c.sh_nx)
     c.casters.append((x - hw, x + hw, z, z + ln, 0.0, hh))
     return ln
 
 
-def _person(c: _Canvas, r: _Rand, x: float, z: float) -> None:
+def _person(c: _Canvas, r: Rand, x: float, z: float) -> None:
     hp, st, sw, lo = r.u(1.5, 1.9), r.u(-0.1, 0.1), r.u(-0.1, 0.1), 0.3 if r.u() < 0.3 else 0.48  # lo < 0.48: coat
     cols = [r.pick(_CLOTH, 0.7, 1.0), r.pick(_CLOTH, 0.8, 1.15), r.pick(_SKIN, 0.9, 1.05), r.pick(_HAIR), (30, 28, 28)]
     got = c.fp(z, x - 0.3 * hp, x + 0.3 * hp, 0, hp)
@@ -405,12 +353,12 @@ def _person(c: _Canvas, r: _Rand, x: float, z: float) -> None:
     arms = (v > 0.46) & (v < 0.8) & ((np.abs(u - swing) < aw) | (np.abs(u + swing) < aw))
     head = u**2 + (v - 0.925) ** 2 < 0.068**2
     skin = (arms & (v < 0.52)) | ((np.abs(u) < 0.03) & (v > 0.8) & (v < 0.88)) | head
-    lab = _labels(legs.shape, legs, torso | arms, skin, head & (v > 0.935), legs & (v < 0.03))
+    lab = labels(legs.shape, legs, torso | arms, skin, head & (v > 0.935), legs & (v < 0.03))
     c.paint(sl, z, lab, cols, HUMAN, c.sh_front)
     c.casters.append((x - 0.2, x + 0.2, z - 0.12, z + 0.12, 0.0, hp))
 
 
-def _roadside(c: _Canvas, r: _Rand, lay: SimpleNamespace, sgn: int) -> None:
+def _roadside(c: _Canvas, r: Rand, lay: SimpleNamespace, sgn: int) -> None:
     sd, edge = lay.sides[sgn > 0], abs(lay.xr if sgn > 0 else lay.xl)
     out = edge + sd.outer  # lateral distance of the sidewalk's outer edge
     if sd.kind == "city":
@@ -418,7 +366,7 @@ def _roadside(c: _Canvas, r: _Rand, lay: SimpleNamespace, sgn: int) -> None:
     else:  # park: hedge or fence, scattered trees, treeline behind
         if r.u() < 0.5:
             fence = r.u() < 0.4
-            col = r.pick(_pal(110, 110, 105, 90, 80, 70)) if fence else r.pick(_GREEN, 0.7, 1.0)
+            col = r.pick(pal(110, 110, 105, 90, 80, 70)) if fence else r.pick(_GREEN, 0.7, 1.0)
             _strip(c, r, sgn * (out + 0.3), 1, 200, r.u(0.8, 1.8), CONSTRUCTION if fence else NATURE, col, fence)
         for _ in range(r.int(3, 8)):
             _tree(c, r, sgn * (out + r.u(1.5, 25)), r.u(4, 80))
@@ -435,7 +383,7 @@ def _roadside(c: _Canvas, r: _Rand, lay: SimpleNamespace, sgn: int) -> None:
             z += r.u(8, 18) * (1 + z / 60)
 
 
-def _backdrop(c: _Canvas, r: _Rand, city: float) -> None:
+def _backdrop(c: _Canvas, r: Rand, city: float) -> None:
     """Distant blocks and treeline across the end of the street: one blit, heights per column."""
     zf = r.u(90, 250)
     xm = zf * c.cx / c.f + 10
@@ -455,7 +403,7 @@ def _backdrop(c: _Canvas, r: _Rand, city: float) -> None:
         c.paint(sl, zf, np.where((v >= 0) & (v <= top), i + 1, 0).astype(np.uint8), cols, cats, c.sh_front)
 
 
-def _traffic_and_people(c: _Canvas, r: _Rand, lay: SimpleNamespace) -> None:
+def _traffic_and_people(c: _Canvas, r: Rand, lay: SimpleNamespace) -> None:
     for x, away in zip(lay.lanes, lay.away):
         z = r.u(7, 25) if abs(x) < 0.5 * lay.lw else r.u(3, 25)  # keep a gap ahead of the ego car
         while z < 100:
@@ -506,33 +454,12 @@ def _shadows(c: _Canvas) -> None:
     c.img[:, hit & (c.depth == c.zrow)] *= c.shadow_k
 
 
-def _finish(c: _Canvas, rng: np.random.Generator, r: _Rand) -> np.ndarray:
-    """Haze/fog by depth, exposure, white balance, slight blur and sensor noise."""
-    img, foggy = c.img, r.u() < 0.25
-    vis, amount = (r.u(40, 250), r.u(0.6, 0.95)) if foggy else (r.u(500, 2000), r.u(0.3, 0.7))
-    img += amount * (1 - np.exp(-c.depth / vis)) * ((c.hor_col * np.float32(r.u(0.9, 1.05)))[:, None, None] - img)
-    t, k = r.u(-0.08, 0.08), np.float32(r.u(-0.4, 0.6))  # colour temperature (warm +), blur strength
-    gain = np.float32(r.u(0.65, 1.2)) * np.float32([1 + t, 1 + 0.2 * t, 1 - t])
-    if k > 0:  # separable [k/4, 1-k/2, k/4] blur
-        s = img[:, :-2] + img[:, 2:]
-        img[:, 1:-1] *= 1 - k / 2
-        img[:, 1:-1] += s * (k / 4)
-        s = img[..., :-2] + img[..., 2:]
-        img[..., 1:-1] *= 1 - k / 2
-        img[..., 1:-1] += s * (k / 4)
-    noise = (rng.random((c.h, c.w), dtype=np.float32) - 0.5) * np.float32(r.u(1.0, 10.0)) + np.float32(0.5)
-    out = np.empty((c.h, c.w, 3), np.uint8)
-    for ch in range(3):  # planar float -> interleaved uint8 one channel at a time (faster than a transpose)
-        np.copyto(out[..., ch], np.clip(img[ch] * gain[ch] + noise, 0, 255), casting="unsafe")
-    return out
-
-
 def render_scene(seed: int, height: int = 256, width: int = 512) -> Scene:
     """Render one random street scene; the same (seed, height, width) gives bit-identical output."""
     if height < 32 or width < 32:
         raise ValueError(f"render_scene needs height, width >= 32, got {height}x{width}")
     rng = np.random.default_rng(seed)
-    r, arrays = _Rand(rng), rng.spawn(1)[0]  # per-pixel arrays get their own stream: same layout at any size
+    r, arrays = Rand(rng), rng.spawn(1)[0]  # per-pixel arrays get their own stream: same layout at any size
     c = _Canvas(arrays, r, height, width)
     lay = _layout(r)
     _lighting(c, r)
@@ -543,4 +470,4 @@ def render_scene(seed: int, height: int = 256, width: int = 512) -> Scene:
     _backdrop(c, r, 0.75 if any(s.kind == "city" for s in lay.sides) else 0.15)
     _traffic_and_people(c, r, lay)
     _shadows(c)
-    return Scene(_finish(c, arrays, r), c.mask, c.depth)
+    return Scene(finish(c, arrays, r), c.mask, c.depth)

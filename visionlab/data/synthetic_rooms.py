@@ -18,24 +18,24 @@ from types import SimpleNamespace
 import numpy as np
 
 from visionlab.data import raycast as rc
-from visionlab.data.synthetic import CONSTRUCTION, FLAT, NATURE, Scene, _finish, _pal, _Rand
+from visionlab.data.synthetic_base import CONSTRUCTION, FLAT, NATURE, Rand, Scene, finish, pal
 from visionlab.data.textures import TEXTURED_SHARE, TextureBank, sample_texture
 
 _GOLDEN = 0.6180339887498949
 VOID = 0  # furniture and small objects have no street category
-_WALL = _pal(235, 232, 225, 220, 215, 200, 200, 205, 210, 225, 210, 185, 190, 200, 185, 240, 225, 215,
-             170, 180, 190, 210, 190, 170, 150, 170, 190, 200, 160, 140)
-_FLOOR = _pal(150, 105, 65, 185, 145, 100, 120, 80, 50, 200, 195, 185, 120, 120, 125, 90, 95, 110, 160, 150, 130)
-_WOOD = _pal(160, 115, 70, 120, 80, 45, 200, 170, 130, 90, 60, 40, 230, 225, 215, 40, 40, 42, 150, 150, 155)
-_FABRIC = _pal(70, 80, 120, 120, 60, 60, 90, 110, 80, 180, 170, 150, 60, 60, 65, 200, 140, 90, 130, 100, 140)
-_THINGS = _pal(220, 60, 50, 40, 120, 200, 240, 200, 60, 60, 160, 80, 245, 245, 240, 30, 30, 35, 200, 120, 40,
-               150, 80, 160, 90, 200, 200, 230, 150, 170)
+_WALL = pal(235, 232, 225, 220, 215, 200, 200, 205, 210, 225, 210, 185, 190, 200, 185, 240, 225, 215,
+            170, 180, 190, 210, 190, 170, 150, 170, 190, 200, 160, 140)
+_FLOOR = pal(150, 105, 65, 185, 145, 100, 120, 80, 50, 200, 195, 185, 120, 120, 125, 90, 95, 110, 160, 150, 130)
+_WOOD = pal(160, 115, 70, 120, 80, 45, 200, 170, 130, 90, 60, 40, 230, 225, 215, 40, 40, 42, 150, 150, 155)
+_FABRIC = pal(70, 80, 120, 120, 60, 60, 90, 110, 80, 180, 170, 150, 60, 60, 65, 200, 140, 90, 130, 100, 140)
+_THINGS = pal(220, 60, 50, 40, 120, 200, 240, 200, 60, 60, 160, 80, 245, 245, 240, 30, 30, 35, 200, 120, 40,
+              150, 80, 160, 90, 200, 200, 230, 150, 170)
 
 
 class _Builder:
     """Adds furniture to a ``raycast.World`` from random draws; keeps everything clear of the camera."""
 
-    def __init__(self, world: rc.World, r: _Rand, cam: np.ndarray) -> None:
+    def __init__(self, world: rc.World, r: Rand, cam: np.ndarray) -> None:
         self.w, self.r, self.cam = world, r, cam
 
     def mat(self, pal: np.ndarray, pattern: str = "plain", period: float = 0.3, cat: int = VOID) -> int:
@@ -136,7 +136,7 @@ class _Builder:
         self.w.cylinders.append((x, z, self.r.u(0.15, 0.25), hgt, hgt + 0.25, self.mat(_WALL)))
 
 
-def _decals(world: rc.World, r: _Rand, lo: np.ndarray, hi: np.ndarray) -> None:
+def _decals(world: rc.World, r: Rand, lo: np.ndarray, hi: np.ndarray) -> None:
     """Windows, doors and pictures on the four walls."""
     for face in (0, 1, 4, 5):
         a0, a1 = (lo[2], hi[2]) if face < 2 else (lo[0], hi[0])
@@ -156,7 +156,7 @@ def _decals(world: rc.World, r: _Rand, lo: np.ndarray, hi: np.ndarray) -> None:
                 world.decals.append((face, u, v, u + r.u(0.2, 1.0), v + r.u(0.2, 0.8), m))
 
 
-def _furnish(b: _Builder, r: _Rand, lo: np.ndarray, hi: np.ndarray) -> None:
+def _furnish(b: _Builder, r: Rand, lo: np.ndarray, hi: np.ndarray) -> None:
     """Furniture against the walls and free-standing in the room."""
     for _ in range(r.int(4, 13)):
         kind = ("table", "shelf", "sofa", "cabinet", "chair", "plant", "lamp", "bed", "boxes")[r.int(0, 9)]
@@ -207,7 +207,7 @@ def _furnish(b: _Builder, r: _Rand, lo: np.ndarray, hi: np.ndarray) -> None:
             b.box(x0 + 0.1, 0.5, z1 - 0.4, x1 - 0.1, 0.62, z1 - 0.1, b.mat(_FABRIC))
 
 
-def _world(r: _Rand, closeup: bool) -> tuple[rc.World, np.ndarray, float, float]:
+def _world(r: Rand, closeup: bool) -> tuple[rc.World, np.ndarray, float, float]:
     """Room, camera position, yaw and pitch."""
     width, length, hgt = r.u(2.4, 7.0), r.u(2.6, 9.0), r.u(2.4, 3.2)
     lo, hi = np.float32([-width / 2, 0, 0]), np.float32([width / 2, hgt, length])
@@ -253,7 +253,7 @@ def render_room(seed: int, height: int = 256, width: int = 512, textures: Textur
     if height < 32 or width < 32:
         raise ValueError(f"render_room needs height, width >= 32, got {height}x{width}")
     rng = np.random.default_rng(seed)
-    r, arrays = _Rand(rng), rng.spawn(1)[0]
+    r, arrays = Rand(rng), rng.spawn(1)[0]
     world, cam, yaw, pitch = _world(r, closeup=r.u() < 0.3)
     f = width * r.u(0.5, 1.2)  # ~45-90 deg horizontal field of view
     dirs = rc.camera_rays(height, width, f, yaw, pitch)
@@ -285,4 +285,4 @@ def render_room(seed: int, height: int = 256, width: int = 512, textures: Textur
     img *= 1 + 0.06 * grain[None]
     c = SimpleNamespace(img=img.reshape(3, height, width), depth=depth.reshape(height, width), h=height, w=width,
                         hor_col=img.reshape(3, height, width)[:, height // 2, width // 2].copy())
-    return Scene(_finish(c, arrays, r), cats.reshape(height, width), depth.reshape(height, width).astype(np.float32))
+    return Scene(finish(c, arrays, r), cats.reshape(height, width), depth.reshape(height, width).astype(np.float32))

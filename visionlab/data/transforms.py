@@ -62,7 +62,7 @@ def train_transform(cfg: Any, mask_fill: int, focus: tuple[float, list[int]] | N
     if cfg.colour_jitter > 0:
         j = cfg.colour_jitter
         ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.05, j / 6), p=0.8))
-    if getattr(cfg, "blur_noise", 0) > 0:  # a segment setting; depth has none
+    if cfg.blur_noise > 0:
         ops.append(
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.06))], p=cfg.blur_noise)
         )

@@ -39,6 +39,7 @@ class DepthConfig(BaseConfig):
     hflip: float
     scale: tuple[float, float]
     colour_jitter: float
+    blur_noise: float
     depth_scale: float | None
     min_depth: float | None
     max_depth: float | None
@@ -60,7 +61,7 @@ class DepthConfig(BaseConfig):
     _crop = field_validator("crop", mode="before")(as_size)
     _tta_scales = field_validator("tta_scales", mode="before")(tta_scales)
     _scenes = field_validator("synthetic_train", "synthetic_val")(scene_count)
-    _probability = field_validator("hflip", "colour_jitter", "synthetic_rooms")(probability)
+    _probability = field_validator("hflip", "colour_jitter", "blur_noise", "synthetic_rooms")(probability)
     _scale = field_validator("scale")(scale_range)
 
     @field_validator("synthetic_textures", mode="before")
