@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visionlab.cfg import CFG_DIR, ConfigError, build_config, parse_overrides
+from visionlab.cfg import CFG_DIR, ConfigError, build_config, default_config, parse_overrides, read_yaml
 from visionlab.tasks.segment import SegmentConfig
 
 
@@ -155,7 +155,7 @@ def test_unknown_key_names_key_and_closest(bad, suggestion):
         build({bad: 1})
     msg = str(e.value)
     assert f"'{bad}'" in msg
-    assert "command line" in msg
+    assert "settings given" in msg
     assert f"did you mean '{suggestion}'?" in msg
 
 
@@ -270,3 +270,20 @@ def test_benchmark_recipes_are_valid_configs(recipe: str, task: str):
     cfg = build_config(get_task(task).config_cls, task, {"cfg": str(path)})
     assert cfg.model in list_models(task)
     assert cfg.epochs == yaml.safe_load(path.read_text())["epochs"]
+
+
+@pytest.mark.parametrize("task", ["segment", "depth", "classify"])
+def test_printed_config_is_the_yaml_it_documents(task, tmp_path):
+    """`visionlab TASK cfg > my.yaml` then `cfg=my.yaml`: the printed text is never re-wrapped to a terminal width."""
+    from conftest import run_cli
+
+    code, out = run_cli(task, "cfg")
+    assert code == 0, out
+    path = tmp_path / "my.yaml"
+    path.write_text(out)
+    assert read_yaml(path) == default_config(task)
+
+
+def test_paths_from_the_python_api_are_taken_as_strings(tmp_path):
+    cfg = build(parse_overrides([]) | {"project": tmp_path / "runs", "data": tmp_path})
+    assert cfg.project == str(tmp_path / "runs") and cfg.data == str(tmp_path)

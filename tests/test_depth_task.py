@@ -186,12 +186,36 @@ def test_predict_on_a_depth_folder_reads_only_its_rgb_images(depth_run: Path, tm
     assert code == 0, out
     assert sorted(p.name for p in (tmp_path / "pred" / "colour").iterdir()) == ["a_rgb.png"]
 
+    # photos where one .jpg has a .png namesake are not a depth dataset: every image is predicted on
+    photos = tmp_path / "photos"
+    for name in ("p1.jpg", "p1.png", "p2.jpg"):
+        png(photos / name, np.full((40, 48, 3), 90, np.uint8))
+    code, out = run_cli("depth", "predict", f"model={depth_run}", f"source={photos}", f"project={tmp_path}",
+                        "name=pred2", "workers=0", "threads=1")
+    assert code == 0, out
+    assert len(list((tmp_path / "pred2" / "colour").iterdir())) == 3, out
+
+
+def test_skipped_pairs_are_one_warning_line(depth_run: Path, tmp_path: Path) -> None:
+    root = tmp_path / "pairs"
+    for name, depth_rows in (("a", 40), ("b", 30)):  # b: depth 48x30 against a 48x40 image
+        png(root / f"{name}_rgb.png", np.zeros((40, 48, 3), np.uint8))
+        png(root / f"{name}_depth.png", np.full((depth_rows, 48), 1000, np.uint16))
+    code, out = run_cli("depth", "val", f"model={depth_run}", f"data={root}", "depth_scale=1000",
+                        f"project={tmp_path}", "plots=false", "workers=0", "threads=1")
+    assert code == 0, out
+    assert "warning: 1 depth file(s) skipped" in out and "b_depth.png" in out and "UserWarning" not in out, out
+
 
 def test_bad_settings_give_one_line(tmp_path: Path) -> None:
-    for arg, expected in (("align=best", "align"), ("colormap=jet", "colormap"), ("trim=1.5", "trim"),
-                          ("encoder=resnet18", "depth_cnn")):
-        code, out = run_cli("depth", "train", *TINY, f"project={tmp_path}", arg)
+    for args, expected in (("align=best", "align"), ("colormap=jet", "colormap"), ("trim=1.5", "trim"),
+                           ("encoder=resnet18", "depth_cnn"), ("lr=-1", "lr must be >= 0"),
+                           ("weight_decay=-0.1", "weight_decay"), ("min_depth=5 max_depth=1", "above min_depth"),
+                           ("model=unet_mini", "a segment model, not a depth one"), ("imgsz=[60,96]", "multiples"),
+                           ("model=fastnet", "a classify model, not a depth one")):
+        code, out = run_cli("depth", "train", *TINY, f"project={tmp_path}", *args.split())
         assert code == 2 and expected in out and "Traceback" not in out, out
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made: the name stays free
 
 
 # ------------------------------------------------------------------ pseudo labels -> student
@@ -235,6 +259,14 @@ def test_pseudo_label_resumes_and_trains_a_student(depth_run: Path, tmp_path: Pa
     assert manifest["counts"]["computed"] == 1 and manifest["counts"]["reused"] == 4
     assert {p.name: p.stat().st_mtime_ns for p in (pl / "labels").iterdir() if p.name != "img3.png"} == before
     assert (pl / "labels" / "img3.png").is_file()
+
+    # other settings on the same folder: refused in one line, nothing reused under the wrong manifest or lost
+    before = {p.name: p.stat().st_mtime_ns for p in (pl / "labels").iterdir()}
+    manifest_before = (pl / "manifest.json").read_text()
+    code, out = run_cli(*args, "tta_flip=true")
+    assert code == 2 and "tta_flip=False, not tta_flip=True" in out and "Traceback" not in out, out
+    assert {p.name: p.stat().st_mtime_ns for p in (pl / "labels").iterdir()} == before
+    assert (pl / "manifest.json").read_text() == manifest_before
 
     # the folder is a dataset: a student trains on it (every 20th image is its val split)
     code, out = run_cli("depth", "train", *TINY, "epochs=1", f"data={pl}", f"project={tmp_path}", "name=student",

@@ -90,6 +90,9 @@ def test_resume_refuses_settings_it_would_not_apply(folder_run: Path) -> None:
     assert code == 2 and "imgsz, lr cannot change" in out and "Traceback" not in out
     code, out = run_cli("segment", "train", "resume=true", f"model={folder_run}", "epoch=3")
     assert code == 2 and "did you mean 'epochs'" in out
+    missing = folder_run.parent / "no_such_run"
+    code, out = run_cli("segment", "train", "resume=true", f"model={missing}")
+    assert code == 2 and f"model={missing}: no such run folder" in out and "Traceback" not in out
 
 
 def test_resume_may_change_the_epoch_count(folder_run: Path) -> None:
@@ -348,3 +351,24 @@ def test_compare_ranks_like_with_like_in_each_direction() -> None:
     ]
     rank_like_with_like(recs)
     assert [r.get("rank") for r in recs] == ["2/2", "1/2", "1/1", "2/2", "1/2", None]
+
+
+def test_compare_table_turns_when_too_wide_for_the_terminal() -> None:
+    from rich.console import Console
+
+    from visionlab.engine.compare import print_table
+
+    columns = ["run", "task", "model", "miou", "iou/vehicle"]
+    records = [{"run": "runs/segment/long_run_name_a", "task": "segment", "model": "fpn_efficientnet_lite2",
+                "miou": 0.81234, "iou/vehicle": 0.9},
+               {"run": "runs/segment/long_run_name_b", "task": "segment", "model": "unet_mini", "miou": 0.5}]
+    wide, narrow = Console(width=200, record=True), Console(width=60, record=True)
+    for console in (wide, narrow):
+        print_table(columns, records, console, "2 runs")
+    wide_text, narrow_text = wide.export_text(), narrow.export_text()
+    assert "one column per run" not in wide_text
+    assert wide_text.count("\n") < narrow_text.count("\n")  # one row per run vs one row per field
+    assert "one column per run" in narrow_text
+    # every name and number whole on one line in the turned table
+    for value in ("in runs/segment", "long_run_name_a", "fpn_efficientnet_lite2", "0.8123", "vehicle"):
+        assert value in narrow_text, narrow_text

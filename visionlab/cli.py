@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -41,10 +42,28 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """visionlab's own warnings (skipped files, ...) as one 'warning:' line; other libraries' as they come."""
+
+    def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if not str(filename).startswith(_PACKAGE_DIR):
+            return show(message, category, filename, lineno, file, line)
+        from rich.markup import escape
+
+        console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+
+    return showwarning
+
+
 def _guarded(fn: Callable[[], Any]) -> Any:
     """Run ``fn``; turn known user errors into one clear line and exit code 2."""
     try:
-        return fn()
+        with warnings.catch_warnings():  # restores the previous showwarning afterwards
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return fn()
     except _user_errors() as e:
         if os.environ.get("VISIONLAB_DEBUG"):
             raise
@@ -107,7 +126,8 @@ def _task_app(task_name: str, title: str) -> typer.Typer:
     def cfg() -> None:
         from visionlab.cfg import config_text
 
-        console.print(config_text(task_name), markup=False, highlight=False)
+        # plain stdout, never re-wrapped to the terminal's width: `visionlab TASK cfg > my.yaml` must stay valid YAML
+        sys.stdout.write(config_text(task_name))
 
     return sub
 

@@ -159,6 +159,27 @@ class BaseConfig(BaseModel):
             raise ValueError("encoder_lr is a multiplier of lr and must be >= 0 (0 freezes the encoder)")
         return v
 
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not v >= 0:  # 0 is allowed: only BatchNorm statistics move (an untrained baseline)
+            raise ValueError("lr must be >= 0 (the peak learning rate, e.g. 0.001)")
+        return v
+
+    @field_validator("lrf", "weight_decay", "warmup_epochs", "grad_clip")
+    @classmethod
+    def _not_negative_float(cls, v: float) -> float:
+        if not v >= 0:  # also refuses nan
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError("momentum (adam's beta1) must be in [0, 1)")
+        return v
+
     @field_validator("fraction")
     @classmethod
     def _fraction(cls, v: float) -> float:
@@ -239,8 +260,9 @@ def build_config(cls: type[BaseConfig], task: str, overrides: dict[str, Any],
     then validate."""
     values = default_config(task)
     valid = list(values) + ["cfg"]
-    overrides = dict(overrides)
-    check_keys(list(overrides), valid, "the command line")
+    # a Path from the Python API (visionlab.train returns one) is as good as its string
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    check_keys(list(overrides), valid, "the settings given (key=value / keyword arguments)")
     values.update(inherited or {})
     if cfg_file := overrides.pop("cfg", None):
         user = read_yaml(cfg_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,30 @@ def compare(paths: list[str], out: Path | None = None) -> tuple[list[str], list[
 
 
 def print_table(columns: list[str], records: list[dict[str, Any]], console: Any, title: str) -> None:
+    """One row per run; when that is wider than the terminal, one column per run instead (one row per field),
+    so names and numbers stay whole. The .md / .csv files always keep one row per run."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c.replace("iou/", ""), overflow="fold")
-    for r in records:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    names = [c.replace("iou/", "") for c in columns]
+    cells = [[_fmt(r.get(c)) for c in columns] for r in records]
+    needed = 1 + sum(3 + max([len(n)] + [len(row[i]) for row in cells]) for i, n in enumerate(names))
+    if needed <= console.width or len(columns) < 2:
+        table = Table(title=title)
+        for n in names:
+            table.add_column(n, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+    else:  # runs named relative to the folder they share, so the headers stay short
+        runs = [row[0] for row in cells]
+        try:
+            common = os.path.commonpath(runs) if len(runs) > 1 else os.path.dirname(runs[0])
+        except ValueError:  # absolute and relative paths mixed
+            common = ""
+        where = f" in {common}" if common else ""
+        table = Table(title=f"{title}{where} (one column per run: too wide for {console.width} columns)")
+        table.add_column(names[0])  # the header row names the runs
+        for run in runs:
+            table.add_column(os.path.relpath(run, common) if common else run, overflow="fold")
+        for i in range(1, len(names)):
+            table.add_row(names[i], *(row[i] for row in cells))
     console.print(table)

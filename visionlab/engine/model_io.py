@@ -54,8 +54,8 @@ def read_model_meta(ref: str | Path, task: Any | None = None) -> dict[str, Any]:
 def _foreign(path: Path, task: Any | None) -> tuple[nn.Module, dict[str, Any]]:
     loaded = task.load_foreign_checkpoint(path) if task is not None else None
     if loaded is None:
-        what = f"a {task.name} checkpoint this task can read" if task is not None else "a visionlab checkpoint"
-        raise CheckpointError(f"{path}: not a visionlab checkpoint, nor {what}")
+        what = f", nor a {task.name} checkpoint this task can read" if task is not None else ""
+        raise CheckpointError(f"{path}: not a visionlab checkpoint{what}")
     return loaded
 
 

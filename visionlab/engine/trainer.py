@@ -61,6 +61,8 @@ def train_config(task: Task, overrides: dict[str, Any]) -> Any:
         run_dir = Path(ref).parent.parent
     elif ref and Path(ref).is_dir():
         run_dir = Path(ref)
+    elif ref and ("/" in str(ref) or "\\" in str(ref)):  # a path that names nothing (a bare word is a model name)
+        raise ConfigError(f"resume=true model={ref}: no such run folder or checkpoint")
     else:
         defaults = build_config(task.config_cls, task.name, {k: v for k, v in overrides.items() if k != "resume"})
         run_dir = Path(defaults.project) / defaults.name
@@ -211,7 +213,7 @@ def _start_model(task: Task, cfg: Any) -> tuple[nn.Module, dict[str, Any]]:
         arch = {"arch": meta["arch"], "arch_kwargs": meta["arch_kwargs"]}
     else:
         name, kwargs = task.model_spec(cfg)
-        model = create_model(name, **kwargs)
+        model = create_model(name, task=task.name, **kwargs)
         task.load_pretrained(model, cfg)
         arch = {"arch": name, "arch_kwargs": kwargs}
     check_input_size(model, cfg, arch["arch"])
@@ -239,6 +241,12 @@ def train(task: Task, cfg: Any) -> Path:
     seed_everything(cfg.seed, cfg.deterministic)
     main = dist.is_main()
 
+    # ---- data and model first: settings that cannot work fail before a run folder takes the name ----
+    if cfg.resume:
+        _run_dir(cfg)  # resume=true without a last checkpoint: say so before any data is read
+    train_set, val_set = _datasets(task, cfg)
+    model, arch = _start_model(task, cfg)
+
     # ---- run folder (rank 0 decides its name, checks the disk, records config and environment) ----
     run_dir = None
     if main:
@@ -250,8 +258,7 @@ def train(task: Task, cfg: Any) -> Path:
         write_env(run_dir / "env.json")
     run_dir = Path(dist.broadcast_object(str(run_dir)))
 
-    # ---- data ----
-    train_set, val_set = _datasets(task, cfg)
+    # ---- data loaders ----
     generator = torch.Generator()
     sampler = (dist.FixedShardSampler(len(train_set), cfg.seed)
                if dist.world_size() > 1 else RandomSampler(train_set, generator=generator))
@@ -265,8 +272,7 @@ def train(task: Task, cfg: Any) -> Path:
     )
     val_loader = make_eval_loader(task, val_set, cfg, device) if val_set is not None else None
 
-    # ---- model, EMA, teacher, optimizer, schedule, loss ----
-    model, arch = _start_model(task, cfg)
+    # ---- EMA, teacher, optimizer, schedule, loss ----
     model = model.to(device)
     if cfg.channels_last:  # NHWC: ~25% faster for depthwise/ConvNeXt-style encoders on CPU and GPU
         model = model.to(memory_format=torch.channels_last)

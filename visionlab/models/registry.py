@@ -42,7 +42,11 @@ def list_models(task: str | None = None) -> list[str]:
     return sorted(n for n in _MODELS if task is None or _TASK_OF[n] == task)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, task: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build registered model ``name``; with ``task``, a model of another task is refused in one line."""
+    if task is not None and name in _MODELS and _TASK_OF[name] != task:
+        raise ConfigError(f"model={name} is a {_TASK_OF[name]} model, not a {task} one; {task} models: "
+                          f"{', '.join(list_models(task))} (or a {task} checkpoint)")
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -74,6 +74,14 @@ class DepthConfig(BaseConfig):
     def _positive(cls, v: float | None) -> float | None:
         if v is not None and not v > 0:
             raise ValueError("must be a positive number (or null for the dataset's default)")
+        return v
+
+    @field_validator("max_depth")
+    @classmethod
+    def _depth_range(cls, v: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("min_depth")
+        if v is not None and low is not None and v <= low:
+            raise ValueError(f"max_depth must be above min_depth ({low} m): no depth could be scored")
         return v
 
     @field_validator("ssi_weight", "gm_weight", "silog_weight", "distill_weight")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 import warnings
 from pathlib import Path
@@ -49,6 +50,8 @@ def best_worst_grid(task: Any, model: nn.Module, dataset: Dataset, cfg: Any, dev
                               device, distributed=False)
     best, worst = metrics.extremes(n)
     chosen = best + [r for r in worst if r["index"] not in {b["index"] for b in best}]
+    if not chosen:  # no image had a pixel to score (e.g. every depth outside min_depth..max_depth)
+        return None
     rows, labels = [], []
     for rank, rec in enumerate(chosen):
         batch = task.preprocess(task.collate([dataset[rec["index"]]]), device, cfg)
@@ -165,6 +168,30 @@ def _existing_label(out_dir: Path, name: str, image: Path, fmt: str) -> dict[str
     return {"name": name, "image": str(image.resolve()), "label": f"labels/{path.name}", "scale": scale}
 
 
+RESUME_KEYS = ("teacher_sha256", "source", "imgsz", "keep_aspect", "tta_flip", "tta_scales", "pseudo_format")
+
+
+def _check_resumable(out_dir: Path, info: dict[str, Any]) -> None:
+    """A pseudo-label folder resumes only with the settings its labels were made with: labels of another
+    teacher, size or TTA must never be reused under this call's manifest, nor another source's dropped."""
+    from visionlab.cfg import ConfigError
+
+    for path in (out_dir / "manifest.json", *sorted(out_dir.glob("manifest.rank*.json"))):
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: unreadable manifest ({e}); delete the folder or pick another name=") from None
+        same = {"source": lambda a, b: Path(a).resolve() == Path(b).resolve()}
+        diff = [k for k in RESUME_KEYS if k in old and not same.get(k, lambda a, b: a == b)(old[k], info[k])]
+        if diff:
+            was = ", ".join(f"{k}={old[k]}" for k in diff)
+            now = ", ".join(f"{k}={info[k]}" for k in diff)
+            raise ConfigError(f"{out_dir} holds pseudo labels made with {was}, not {now}: pick another name= "
+                              "(or delete the folder to relabel)")
+
+
 def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     """``visionlab depth pseudo-label model=TEACHER source=DIR [project= name= batch= workers= imgsz=
     pseudo_format=]``: see the module docstring. Returns the manifest's summary (without the items)."""
@@ -197,6 +224,7 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
             "teacher_sha256": file_sha256(resolve_weights(cfg.model)), "source": str(cfg.source),
             "imgsz": list(cfg.imgsz), "keep_aspect": cfg.keep_aspect,
             "tta_flip": cfg.tta_flip, "tta_scales": list(cfg.tta_scales), "pseudo_format": cfg.pseudo_format, "space": "disparity (relative)"}
+    _check_resumable(out_dir, info)
 
     done: dict[str, dict[str, Any]] = {}
     todo = []
@@ -220,7 +248,7 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         if dist.world_size() == 1:
             write_pseudo_manifest(out_dir, items, complete=False, **info)
         else:
-            atomic_write_json(out_dir / f"manifest.rank{dist.rank()}.json", {"items": items})
+            atomic_write_json(out_dir / f"manifest.rank{dist.rank()}.json", {"items": items, **info})
 
     last_write = time.monotonic()
     loader = image_loader(todo, cfg.batch, cfg.workers)
@@ -344,19 +372,30 @@ def depth_dataset_images(source: str) -> list[Path] | None:
             raise
         return None
     images: list[Path] = []
+    files_used: set[Path] = set()
     for i, src in enumerate(sources):
         src = dataclasses.replace(src, depth_scale=src.depth_scale or 1.0)  # units do not matter for listing
         if src.kind == "nyu_mat":
             raise DataError(f"source={source}: the images of {src.root} are inside the .mat; evaluate it with "
                             "`visionlab depth val data=...` or predict on image files")
+        chosen = None
         for split in ("val", "test", "train"):
             try:
                 items = pseudo_items(src, i, split) if src.kind == "pseudo" else list_depth_items(src, i, split, [])
             except DataError:
                 continue
-            if items:
-                images += [it.image for it in items if it.image is not None]
-                break
+            files_used |= {p.resolve() for it in items for p in (it.image, it.target) if isinstance(p, Path)}
+            if items and chosen is None:
+                chosen = [it.image for it in items if it.image is not None]
+        images += chosen or []
+    if not explicit and images and all(s.kind != "pseudo" for s in sources):
+        # a plain folder is a depth dataset only if its files are its pairs: photos.jpg next to photos.png
+        # (or any image left over) make it a folder of images to predict on, every one of them
+        from visionlab.data.io import IMAGE_SUFFIXES
+
+        loose = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in files_used]
+        if loose:
+            return None
     if not images and not explicit:
         return None  # a folder of images without depth files: plain images
     if not images:
