@@ -186,6 +186,14 @@ def test_predict_on_a_depth_folder_reads_only_its_rgb_images(depth_run: Path, tm
     assert code == 0, out
     assert sorted(p.name for p in (tmp_path / "pred" / "colour").iterdir()) == ["a_rgb.png"]
 
+    # an image without depth, a hidden macOS preview: still a depth dataset, its depth maps never predicted on
+    png(root / "b_rgb.png", np.zeros((40, 48, 3), np.uint8))
+    png(root / "._a_rgb.png", np.zeros((8, 8, 3), np.uint8))
+    code, out = run_cli("depth", "predict", f"model={depth_run}", f"source={root}", f"project={tmp_path}",
+                        "name=pred_b", "workers=0", "threads=1")
+    assert code == 0, out
+    assert "depth" not in " ".join(p.name for p in (tmp_path / "pred_b" / "colour").iterdir()), out
+
     # photos where one .jpg has a .png namesake are not a depth dataset: every image is predicted on
     photos = tmp_path / "photos"
     for name in ("p1.jpg", "p1.png", "p2.jpg"):
@@ -212,7 +220,8 @@ def test_bad_settings_give_one_line(tmp_path: Path) -> None:
                            ("encoder=resnet18", "depth_cnn"), ("lr=-1", "lr must be >= 0"),
                            ("weight_decay=-0.1", "weight_decay"), ("min_depth=5 max_depth=1", "above min_depth"),
                            ("model=unet_mini", "a segment model, not a depth one"), ("imgsz=[60,96]", "multiples"),
-                           ("model=fastnet", "a classify model, not a depth one")):
+                           ("model=fastnet", "a classify model, not a depth one"), ("blur_noise=2", "blur_noise"),
+                           ("teacher=/nonexistent/teacher.pth", "not found")):
         code, out = run_cli("depth", "train", *TINY, f"project={tmp_path}", *args.split())
         assert code == 2 and expected in out and "Traceback" not in out, out
     assert not any(tmp_path.iterdir())  # refused before a run folder was made: the name stays free
@@ -249,8 +258,11 @@ def test_pseudo_label_resumes_and_trains_a_student(depth_run: Path, tmp_path: Pa
     stored = np.asarray(Image.open(pl / "labels" / "img2.png")).astype(np.float64) * manifest["items"][2]["scale"]
     np.testing.assert_allclose(label, stored, rtol=1e-6)  # the manifest's scale and the PNG's own agree
 
-    # kill simulation: the manifest and one label are gone; a restart recomputes only that label
-    (pl / "manifest.json").unlink()
+    # kill simulation: the last periodic manifest lists 3 of the labels (img4's label came after it) and img3's
+    # label is gone (killed while writing it); a restart recomputes only that label
+    partial = {k: v for k, v in manifest.items() if k not in ("counts", "skipped")}
+    partial.update(complete=False, items=[it for it in manifest["items"] if it["name"] not in ("img3", "img4")])
+    (pl / "manifest.json").write_text(json.dumps(partial))
     (pl / "labels" / "img3.png").unlink()
     before = {p.name: p.stat().st_mtime_ns for p in (pl / "labels").iterdir()}
     code, out = run_cli(*args)
@@ -267,6 +279,12 @@ def test_pseudo_label_resumes_and_trains_a_student(depth_run: Path, tmp_path: Pa
     assert code == 2 and "tta_flip=False, not tta_flip=True" in out and "Traceback" not in out, out
     assert {p.name: p.stat().st_mtime_ns for p in (pl / "labels").iterdir()} == before
     assert (pl / "manifest.json").read_text() == manifest_before
+    # labels with no manifest at all (deleted): nothing says which teacher made them -> refused, nothing touched
+    (pl / "manifest.json").rename(pl / "manifest.json.bak")
+    code, out = run_cli(*args)
+    assert code == 2 and "no manifest.json" in out, out
+    assert {p.name: p.stat().st_mtime_ns for p in (pl / "labels").iterdir()} == before
+    (pl / "manifest.json.bak").rename(pl / "manifest.json")
 
     # the folder is a dataset: a student trains on it (every 20th image is its val split)
     code, out = run_cli("depth", "train", *TINY, "epochs=1", f"data={pl}", f"project={tmp_path}", "name=student",

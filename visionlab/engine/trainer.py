@@ -61,7 +61,8 @@ def train_config(task: Task, overrides: dict[str, Any]) -> Any:
         run_dir = Path(ref).parent.parent
     elif ref and Path(ref).is_dir():
         run_dir = Path(ref)
-    elif ref and ("/" in str(ref) or "\\" in str(ref)):  # a path that names nothing (a bare word is a model name)
+    elif ref and (looks_like_checkpoint(str(ref)) or "/" in str(ref) or "\\" in str(ref)):
+        # a path or a weights file name that names nothing (a bare word is a model name)
         raise ConfigError(f"resume=true model={ref}: no such run folder or checkpoint")
     else:
         defaults = build_config(task.config_cls, task.name, {k: v for k, v in overrides.items() if k != "resume"})
@@ -246,6 +247,8 @@ def train(task: Task, cfg: Any) -> Path:
         _run_dir(cfg)  # resume=true without a last checkpoint: say so before any data is read
     train_set, val_set = _datasets(task, cfg)
     model, arch = _start_model(task, cfg)
+    param_groups(model, cfg)  # e.g. encoder_lr on a model without an encoder: refused here, not after the folder
+    teacher = _load_teacher(task, cfg, device)
 
     # ---- run folder (rank 0 decides its name, checks the disk, records config and environment) ----
     run_dir = None
@@ -280,7 +283,6 @@ def train(task: Task, cfg: Any) -> Path:
         if dist.world_size() > 1 else model
     ema = AveragedModel(model, multi_avg_fn=ema_average(cfg.ema), use_buffers=True) if cfg.ema else None
     eval_model = ema.module if ema is not None else model  # what is validated and saved
-    teacher = _load_teacher(task, cfg, device)
     optimizer = _build_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch

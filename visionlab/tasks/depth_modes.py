@@ -176,7 +176,11 @@ def _check_resumable(out_dir: Path, info: dict[str, Any]) -> None:
     teacher, size or TTA must never be reused under this call's manifest, nor another source's dropped."""
     from visionlab.cfg import ConfigError
 
-    for path in (out_dir / "manifest.json", *sorted(out_dir.glob("manifest.rank*.json"))):
+    manifests = [out_dir / "manifest.json", *sorted(out_dir.glob("manifest.rank*.json"))]
+    if not any(m.is_file() for m in manifests) and any((out_dir / "labels").glob("*")):
+        raise ConfigError(f"{out_dir}/labels holds labels but there is no manifest.json to say which teacher and "
+                          "settings made them: pick another name= (or delete the folder to relabel)")
+    for path in manifests:
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -221,7 +225,7 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     names = output_names(images)
     mine = list(zip(images, names))[dist.rank()::dist.world_size()]
     info = {"teacher": str(resolve_weights(cfg.model)), "teacher_arch": meta["arch"],
-            "teacher_sha256": file_sha256(resolve_weights(cfg.model)), "source": str(cfg.source),
+            "teacher_sha256": file_sha256(resolve_weights(cfg.model)), "source": str(Path(cfg.source).resolve()),
             "imgsz": list(cfg.imgsz), "keep_aspect": cfg.keep_aspect,
             "tta_flip": cfg.tta_flip, "tta_scales": list(cfg.tta_scales), "pseudo_format": cfg.pseudo_format, "space": "disparity (relative)"}
     _check_resumable(out_dir, info)
@@ -250,6 +254,7 @@ def pseudo_label(task: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             atomic_write_json(out_dir / f"manifest.rank{dist.rank()}.json", {"items": items, **info})
 
+    partial_manifest()  # at once: a run killed before its first periodic write still says who made its labels
     last_write = time.monotonic()
     loader = image_loader(todo, cfg.batch, cfg.workers)
     for batch in track(loader, total=len(loader), description="pseudo-label"):
@@ -373,6 +378,7 @@ def depth_dataset_images(source: str) -> list[Path] | None:
         return None
     images: list[Path] = []
     files_used: set[Path] = set()
+    same_stem = False  # any <id>.jpg + <id>.png pair: also what a folder of photos in two formats looks like
     for i, src in enumerate(sources):
         src = dataclasses.replace(src, depth_scale=src.depth_scale or 1.0)  # units do not matter for listing
         if src.kind == "nyu_mat":
@@ -384,16 +390,23 @@ def depth_dataset_images(source: str) -> list[Path] | None:
                 items = pseudo_items(src, i, split) if src.kind == "pseudo" else list_depth_items(src, i, split, [])
             except DataError:
                 continue
-            files_used |= {p.resolve() for it in items for p in (it.image, it.target) if isinstance(p, Path)}
             if items and chosen is None:
                 chosen = [it.image for it in items if it.image is not None]
+            if explicit:
+                if chosen:
+                    break
+                continue
+            files_used |= {p.resolve() for it in items for p in (it.image, it.target) if isinstance(p, Path)}
+            same_stem |= any(isinstance(it.target, Path) and it.image is not None and it.target.stem == it.image.stem
+                             and it.target.parent == it.image.parent for it in items)
         images += chosen or []
-    if not explicit and images and all(s.kind != "pseudo" for s in sources):
-        # a plain folder is a depth dataset only if its files are its pairs: photos.jpg next to photos.png
-        # (or any image left over) make it a folder of images to predict on, every one of them
+    if same_stem and not explicit:
+        # photos.jpg next to photos.png: a depth dataset only if every image file is one of its pairs;
+        # otherwise a folder of photos, every one of them predicted on
         from visionlab.data.io import IMAGE_SUFFIXES
 
-        loose = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in files_used]
+        loose = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in files_used
+                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
         if loose:
             return None
     if not images and not explicit:
