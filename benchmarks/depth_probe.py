@@ -45,10 +45,10 @@ UNLABELED = ("camvid/train", "camvid/val", "photos")
 def adabn(model: Any, images: list[Path], imgsz: list[int], batch: int = 8) -> Any:
     """A copy of ``model`` whose BatchNorm running statistics are re-estimated on ``images`` (resized to ``imgsz``,
     as the evaluation sees them): the average of each batch's mean and variance; weights untouched."""
-    import cv2
     import torch
 
     from visionlab.data.io import read_image
+    from visionlab.data.transforms import resize_image
 
     model = copy.deepcopy(model)
     for m in model.modules():
@@ -58,8 +58,7 @@ def adabn(model: Any, images: list[Path], imgsz: list[int], batch: int = 8) -> A
     model.train()
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            x = [torch.from_numpy(cv2.resize(read_image(p), (imgsz[1], imgsz[0]), interpolation=cv2.INTER_AREA))
-                 for p in images[i:i + batch]]
+            x = [torch.from_numpy(resize_image(read_image(p), tuple(imgsz))) for p in images[i:i + batch]]
             model(torch.stack(x).permute(0, 3, 1, 2).float())
     return model.eval()
 

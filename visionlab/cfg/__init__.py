@@ -166,13 +166,6 @@ class BaseConfig(BaseModel):
             raise ValueError("lr must be >= 0 (the peak learning rate, e.g. 0.001)")
         return v
 
-    @field_validator("lrf", "weight_decay", "warmup_epochs", "grad_clip")
-    @classmethod
-    def _not_negative_float(cls, v: float) -> float:
-        if not v >= 0:  # also refuses nan
-            raise ValueError("must be >= 0")
-        return v
-
     @field_validator("momentum")
     @classmethod
     def _momentum(cls, v: float) -> float:
@@ -194,10 +187,10 @@ class BaseConfig(BaseModel):
             raise ValueError("must be >= 1")
         return v
 
-    @field_validator("workers", "threads", "patience", "overfit")
+    @field_validator("workers", "threads", "patience", "overfit", "lrf", "weight_decay", "warmup_epochs", "grad_clip")
     @classmethod
-    def _not_negative(cls, v: int) -> int:
-        if v < 0:
+    def _not_negative(cls, v: float) -> float:
+        if not v >= 0:  # also refuses nan
             raise ValueError("must be >= 0")
         return v
 

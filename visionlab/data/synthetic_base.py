@@ -65,7 +65,8 @@ def labels(shape: tuple[int, int], *regions) -> np.ndarray:
 
 
 def finish(c: Any, rng: np.random.Generator, r: Rand) -> np.ndarray:
-    """``c`` (img 3xHxW float32, depth, hor_col, h, w) -> HxWx3 uint8: haze/fog by depth, exposure, white balance, slight blur and sensor noise."""
+    """``c`` (img 3xHxW float32, depth, hor_col, h, w) -> HxWx3 uint8: haze/fog by depth, exposure, white
+    balance, slight blur and sensor noise."""
     img, foggy = c.img, r.u() < 0.25
     vis, amount = (r.u(40, 250), r.u(0.6, 0.95)) if foggy else (r.u(500, 2000), r.u(0.3, 0.7))
     img += amount * (1 - np.exp(-c.depth / vis)) * ((c.hor_col * np.float32(r.u(0.9, 1.05)))[:, None, None] - img)

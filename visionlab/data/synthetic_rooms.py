@@ -38,8 +38,8 @@ class _Builder:
     def __init__(self, world: rc.World, r: Rand, cam: np.ndarray) -> None:
         self.w, self.r, self.cam = world, r, cam
 
-    def mat(self, pal: np.ndarray, pattern: str = "plain", period: float = 0.3, cat: int = VOID) -> int:
-        return self.w.material(rc.Material(self.r.pick(pal, 0.7, 1.1), pattern, period, cat, self.r.u(0, 10)))
+    def mat(self, palette: np.ndarray, pattern: str = "plain", period: float = 0.3, cat: int = VOID) -> int:
+        return self.w.material(rc.Material(self.r.pick(palette, 0.7, 1.1), pattern, period, cat, self.r.u(0, 10)))
 
     def clear(self, x0: float, z0: float, x1: float, z1: float, margin: float = 0.35) -> bool:
         cx, cz = self.cam[0], self.cam[2]

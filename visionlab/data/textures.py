@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from visionlab.data.io import DataError, PathLike, read_image
+from visionlab.data.transforms import resize_image
 
 TEXTURED_SHARE = 0.6  # share of a room's materials (lamps excepted) painted with a photo
 
@@ -53,8 +53,7 @@ class TextureBank:
                     img = read_image(self.paths[i])
                     s = self.max_side / max(img.shape[:2])
                     if s < 1:
-                        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
-                                         interpolation=cv2.INTER_AREA)
+                        img = resize_image(img, (round(img.shape[0] * s), round(img.shape[1] * s)))
                     self._cache[i] = img.astype(np.float32)
                 except DataError:
                     self._cache[i] = None  # corrupt / truncated: never used as a texture

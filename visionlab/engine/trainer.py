@@ -242,12 +242,15 @@ def train(task: Task, cfg: Any) -> Path:
     seed_everything(cfg.seed, cfg.deterministic)
     main = dist.is_main()
 
-    # ---- data and model first: settings that cannot work fail before a run folder takes the name ----
+    # ---- data, model, optimizer, teacher first: settings that cannot work fail before a run folder takes the name ----
     if cfg.resume:
         _run_dir(cfg)  # resume=true without a last checkpoint: say so before any data is read
     train_set, val_set = _datasets(task, cfg)
     model, arch = _start_model(task, cfg)
-    param_groups(model, cfg)  # e.g. encoder_lr on a model without an encoder: refused here, not after the folder
+    model = model.to(device)
+    if cfg.channels_last:  # NHWC: ~25% faster for depthwise/ConvNeXt-style encoders on CPU and GPU
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _build_optimizer(model, cfg)  # e.g. encoder_lr on a model without an encoder is refused here
     teacher = _load_teacher(task, cfg, device)
 
     # ---- run folder (rank 0 decides its name, checks the disk, records config and environment) ----
@@ -275,15 +278,11 @@ def train(task: Task, cfg: Any) -> Path:
     )
     val_loader = make_eval_loader(task, val_set, cfg, device) if val_set is not None else None
 
-    # ---- EMA, teacher, optimizer, schedule, loss ----
-    model = model.to(device)
-    if cfg.channels_last:  # NHWC: ~25% faster for depthwise/ConvNeXt-style encoders on CPU and GPU
-        model = model.to(memory_format=torch.channels_last)
+    # ---- DDP, EMA, schedule, loss ----
     ddp_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if dist.world_size() > 1 else model
     ema = AveragedModel(model, multi_avg_fn=ema_average(cfg.ema), use_buffers=True) if cfg.ema else None
     eval_model = ema.module if ema is not None else model  # what is validated and saved
-    optimizer = _build_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)

@@ -187,10 +187,12 @@ def _check_resumable(out_dir: Path, info: dict[str, Any]) -> None:
             continue
         except (OSError, ValueError) as e:
             raise ConfigError(f"{path}: unreadable manifest ({e}); delete the folder or pick another name=") from None
-        same = {"source": lambda a, b: Path(a).resolve() == Path(b).resolve()}
-        diff = [k for k in RESUME_KEYS if k in old and not same.get(k, lambda a, b: a == b)(old[k], info[k])]
+        made_with = {k: old[k] for k in RESUME_KEYS if k in old}
+        if "source" in made_with:  # older manifests kept the path as typed
+            made_with["source"] = str(Path(made_with["source"]).resolve())
+        diff = [k for k, v in made_with.items() if v != info[k]]
         if diff:
-            was = ", ".join(f"{k}={old[k]}" for k in diff)
+            was = ", ".join(f"{k}={made_with[k]}" for k in diff)
             now = ", ".join(f"{k}={info[k]}" for k in diff)
             raise ConfigError(f"{out_dir} holds pseudo labels made with {was}, not {now}: pick another name= "
                               "(or delete the folder to relabel)")
@@ -392,22 +394,20 @@ def depth_dataset_images(source: str) -> list[Path] | None:
                 continue
             if items and chosen is None:
                 chosen = [it.image for it in items if it.image is not None]
-            if explicit:
-                if chosen:
-                    break
-                continue
-            files_used |= {p.resolve() for it in items for p in (it.image, it.target) if isinstance(p, Path)}
-            same_stem |= any(isinstance(it.target, Path) and it.image is not None and it.target.stem == it.image.stem
-                             and it.target.parent == it.image.parent for it in items)
+            if not explicit:  # a plain folder: every split's files, to tell its pairs from photos below
+                files_used |= {p.resolve() for it in items for p in (it.image, it.target) if isinstance(p, Path)}
+                same_stem |= any(isinstance(it.target, Path) and it.image is not None
+                                 and it.target.stem == it.image.stem and it.target.parent == it.image.parent
+                                 for it in items)
+            elif chosen:
+                break
         images += chosen or []
     if same_stem and not explicit:
         # photos.jpg next to photos.png: a depth dataset only if every image file is one of its pairs;
         # otherwise a folder of photos, every one of them predicted on
-        from visionlab.data.io import IMAGE_SUFFIXES
+        from visionlab.data.depth import list_unlabeled
 
-        loose = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in files_used
-                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-        if loose:
+        if any(p.resolve() not in files_used for p in list_unlabeled(path)):
             return None
     if not images and not explicit:
         return None  # a folder of images without depth files: plain images
