@@ -102,3 +102,22 @@ def test_dpt_vits_tiny_input() -> None:
     # the random head's final ReLUs may zero the output: push the gradient through features instead
     sum(f.square().mean() for f in feats).backward()
     assert model.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_decoder_width_key() -> None:
+    from visionlab.cfg import build_config
+    from visionlab.tasks.base import get_task
+
+    task = get_task("depth")
+    cfg = build_config(task.config_cls, "depth", {"model": "depth_efficientnet_lite0", "decoder_width": 16})
+    name, kwargs = task.model_spec(cfg)
+    assert (name, kwargs) == ("depth_efficientnet_lite0", {"width": 16})
+    model = create_model(name, **kwargs)
+    assert all(lat.out_channels == 16 for lat in model.net.laterals)
+    cfg = build_config(task.config_cls, "depth", {"model": "depth_cnn", "encoder": "resnet18", "decoder_width": 32})
+    assert task.model_spec(cfg) == ("depth_cnn", {"encoder": "resnet18", "width": 32})
+    assert task.model_spec(build_config(task.config_cls, "depth", {}))[1] == {}  # default: the model's own 64
+    with pytest.raises(ConfigError, match="decoder_width=64 applies to the CNN depth models"):
+        task.model_spec(build_config(task.config_cls, "depth", {"model": "dpt_vits", "decoder_width": 64}))
+    with pytest.raises(ConfigError, match="decoder_width"):
+        build_config(task.config_cls, "depth", {"decoder_width": 4})

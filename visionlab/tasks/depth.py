@@ -8,6 +8,7 @@ Extra modes (``visionlab depth pseudo-label`` / ``features``) and the data check
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from visionlab.losses.depth import LOSS_ALIGN_MODES, DepthLoss
 from visionlab.metrics.depth import ALIGN_MODES, DepthMetrics
 from visionlab.models import depth_cnn as _cnn  # noqa: F401  (registers the CNN depth models)
 from visionlab.models import dpt as _dpt  # noqa: F401  (registers dpt_vits/vitb/vitl)
+from visionlab.models.registry import get_builder
 from visionlab.tasks.base import Metrics, Task, register_task, upsample
 
 COLORMAPS = {"spectral": "Spectral_r", "turbo": "turbo", "viridis": "viridis"}  # Spectral_r: near = red (DAv2)
@@ -47,6 +49,7 @@ class DepthConfig(BaseConfig):
     align: str
     loss_align: str
     encoder: str | None
+    decoder_width: int | None
     ssi_weight: float
     gm_weight: float
     trim: float
@@ -96,6 +99,13 @@ class DepthConfig(BaseConfig):
     def _trim(cls, v: float) -> float:
         if not 0 <= v < 1:
             raise ValueError("trim is the share of residuals dropped, in [0, 1), e.g. 0.1")
+        return v
+
+    @field_validator("decoder_width")
+    @classmethod
+    def _decoder_width(cls, v: int | None) -> int | None:
+        if v is not None and not 8 <= v <= 1024:
+            raise ValueError("decoder_width is the CNN decoder's channel count, 8..1024 (null = the model's 64)")
         return v
 
     @field_validator("eval_crop")
@@ -214,11 +224,17 @@ class DepthTask(Task):
     def model_spec(self, cfg: DepthConfig) -> tuple[str, dict[str, Any]]:
         if cfg.crop and (cfg.crop[0] > cfg.imgsz[0] or cfg.crop[1] > cfg.imgsz[1]):
             raise ConfigError(f"crop={list(cfg.crop)} must fit inside imgsz={list(cfg.imgsz)}")
+        kwargs: dict[str, Any] = {}
+        if cfg.decoder_width is not None:
+            if "width" not in inspect.signature(get_builder(cfg.model)).parameters:
+                raise ConfigError(f"decoder_width={cfg.decoder_width} applies to the CNN depth models "
+                                  f"(depth_cnn, depth_efficientnet_lite*), not {cfg.model}")
+            kwargs["width"] = cfg.decoder_width
         if cfg.model == "depth_cnn":
-            return cfg.model, {"encoder": cfg.encoder or "resnet18"}
+            return cfg.model, {"encoder": cfg.encoder or "resnet18", **kwargs}
         if cfg.encoder:
             raise ConfigError(f"encoder={cfg.encoder} only applies to the generic model depth_cnn, not {cfg.model}")
-        return cfg.model, {}
+        return cfg.model, kwargs
 
     def load_pretrained(self, model: nn.Module, cfg: DepthConfig) -> None:
         if not cfg.pretrained:
