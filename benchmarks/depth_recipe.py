@@ -59,7 +59,8 @@ def parse_args() -> argparse.Namespace:
     # teacher
     ap.add_argument("--teacher-model", default="depth_efficientnet_lite0")
     ap.add_argument("--teacher-pretrained", default="imagenet")
-    ap.add_argument("--teacher-imgsz", type=int, nargs=2, default=[192, 256], metavar=("H", "W"))
+    ap.add_argument("--teacher-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="default: 192x256 rounded to the model's input multiple (196x252 for the DPT ViTs)")
     ap.add_argument("--teacher-scenes", type=int, default=800, help="synthetic training scenes")
     ap.add_argument("--teacher-val-scenes", type=int, default=64)
     ap.add_argument("--rooms", type=float, default=0.5,
@@ -81,7 +82,8 @@ def parse_args() -> argparse.Namespace:
                     help="fine-tune the teacher (default) or start from --student-pretrained weights")
     ap.add_argument("--student-synthetic", type=int, default=400,
                     help="synthetic scenes mixed into the student's pseudo labels (0 = pseudo labels only)")
-    ap.add_argument("--student-imgsz", type=int, nargs=2, default=[192, 256], metavar=("H", "W"))
+    ap.add_argument("--student-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="default: as the teacher's")
     ap.add_argument("--student-epochs", default="auto", help="int or auto (from the time budget)")
     ap.add_argument("--student-lr", type=float, default=0.001)
     # shared settings
@@ -96,13 +98,27 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.smoke:  # every stage, tiny
-        args.teacher_imgsz = args.student_imgsz = [64, 96]
+        args.teacher_imgsz = args.student_imgsz = None
         args.teacher_scenes, args.teacher_val_scenes, args.max_unlabeled = 24, 4, 24
         args.student_synthetic = min(args.student_synthetic, 8)
         args.teacher_epochs = args.student_epochs = "1"
         args.batch, args.workers, args.name = 4, 0, "smoke"
-    args.eval_imgsz = args.eval_imgsz or args.teacher_imgsz
     return args
+
+
+def fit_sizes(args: argparse.Namespace) -> None:
+    """Sizes left unset become 192x256 (64x96 with --smoke) rounded to the multiple the teacher's architecture
+    needs (32 for the CNNs, 14 for the DPT ViTs); sizes given stay as given (a wrong one is refused in one line)."""
+    from visionlab.models.registry import create_model
+    from visionlab.tasks.base import get_task
+
+    get_task("depth")  # registers the depth models
+    if args.teacher_imgsz is None:
+        base = [64, 96] if args.smoke else [192, 256]
+        multiple = getattr(create_model(args.teacher_model, task="depth"), "input_multiple", 1) or 1
+        args.teacher_imgsz = [max(multiple, round(side / multiple) * multiple) for side in base]
+    args.student_imgsz = args.student_imgsz or args.teacher_imgsz
+    args.eval_imgsz = args.eval_imgsz or args.teacher_imgsz
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -251,6 +267,18 @@ def main() -> int:
     if not (shared / "data" / "depth").is_dir():
         print(f"skip: {shared}/data/depth not found (pass --shared or set VISIONLAB_SHARED)")
         return 0
+    from visionlab.cfg import ConfigError
+    from visionlab.data.io import DataError
+
+    try:
+        return run(args, shared)
+    except (ConfigError, DataError) as e:  # a setting or a file the user can fix: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, shared: Path) -> int:
+    fit_sizes(args)
     os.environ.setdefault("VISIONLAB_PROGRESS", "0")
     import torch
     from PIL import Image
