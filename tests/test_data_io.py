@@ -219,3 +219,26 @@ def test_image_size_from_header(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         image_size(tmp_path / "missing.png")
     _assert_names(err, tmp_path / "missing.png")
+
+
+def test_exif_orientation_only_when_asked(tmp_path: Path) -> None:
+    """Predict and the server turn phone photos upright; datasets and pseudo labels keep the stored pixels
+    (their label maps have no EXIF)."""
+    from visionlab.engine.predictor import ImageFiles, image_loader
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(np.full((40, 64, 3), 128, np.uint8)).save(path, exif=exif.tobytes())
+    assert read_image(path).shape == (40, 64, 3)
+    assert read_image(path, upright=True).shape == (64, 40, 3)
+    assert ImageFiles([(path, "phone")], upright=True)[0]["image"].shape == (64, 40, 3)  # visionlab TASK predict
+    assert image_loader([(path, "phone")], 1, 0).dataset[0]["image"].shape == (40, 64, 3)  # pseudo-label
+
+
+@pytest.mark.parametrize("task", ["segment", "depth"])
+def test_synthetic_scenes_too_small_is_one_line(task: str, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    code, out = run_cli(task, "train", "imgsz=[16,24]", "epochs=1", f"project={tmp_path}")
+    assert code == 2 and "need at least 32 px a side, got imgsz=[16, 24]" in out and "Traceback" not in out

@@ -295,3 +295,11 @@ def test_shared_sources_yaml(tmp_path: Path) -> None:
     assert len(ds) == 10 and sorted({ds[i]["source"] for i in range(10)}) == ["kitti", "middlebury", "nyu"]
     kitti = next(ds[i] for i in range(10) if ds[i]["source"] == "kitti")
     assert kitti["target"].shape == (1, 375, 1242) and not kitti["valid"][0, :150].any()  # Garg crop
+
+
+def test_unknown_kind_prefix_is_named(tmp_path) -> None:
+    from visionlab.data.depth_layouts import parse_depth_spec
+    from visionlab.data.io import DataError
+
+    with pytest.raises(DataError, match="'camvid:' is not a depth dataset kind"):
+        parse_depth_spec(f"camvid:{tmp_path}")  # the folder exists: "does not exist" would be wrong

@@ -309,3 +309,17 @@ def test_official_checkpoint_predicts_at_its_aspect_ratio(fixture_model: DepthAn
     err_kept, err_stretched = np.abs(kept - ref).mean(), np.abs(stretched - ref).mean()
     # what is left is the resize (uint8 area/bilinear vs the official float64 bicubic), not the geometry
     assert err_kept < 0.5 * err_stretched, (err_kept, err_stretched)
+
+
+def test_official_checkpoint_is_recognised_without_naming_the_task(tmp_path: Path,
+                                                                  official_sd: dict[str, torch.Tensor]) -> None:
+    """export / bench look up the task of model= themselves: an official release's file is depth's."""
+    from visionlab.engine.model_io import read_any_model_meta
+
+    pth = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(official_sd, pth)
+    meta = read_any_model_meta(pth)
+    assert meta["task"] == "depth" and meta["arch"] == "dpt_vits"
+    with pytest.raises(CheckpointError, match="not a visionlab checkpoint"):
+        (tmp_path / "junk.pth").write_bytes(b"junk")
+        read_any_model_meta(tmp_path / "junk.pth")

@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -229,3 +230,33 @@ def test_select_device_cuda_index_out_of_range(monkeypatch):
         select_device("cuda:1")
     assert select_device("cuda:0") == torch.device("cuda", 0)
 
+
+
+def test_segment_postprocess_matches_upsample_then_argmax() -> None:
+    """The channel-at-a-time argmax (bounded memory) gives exactly the ids of upsampling all logits first,
+    ties included (the first channel wins, as in argmax)."""
+    import torch
+
+    from visionlab.tasks.base import get_task, upsample
+
+    task = get_task("segment")
+    torch.manual_seed(0)
+    logits = torch.randn(8, 12, 17)
+    logits[3, :4] = logits[5, :4] = 9.0  # exact ties between channels 3 and 5
+    for size in [(12, 17), (48, 68), (37, 101), (7, 9)]:
+        expected = upsample(logits, size).argmax(0).to(torch.uint8).numpy()
+        np.testing.assert_array_equal(task.postprocess(logits, size), expected)
+
+
+def test_wrong_architecture_checkpoint_names_the_keys(tmp_path) -> None:
+    import visionlab.tasks  # noqa: F401  (registers the models)
+    from visionlab.engine.model_io import load_model
+    from visionlab.models.registry import create_model
+    from visionlab.utils.checkpoint import CheckpointError, save_checkpoint
+
+    state = create_model("unet_mini", num_classes=8).state_dict()  # segment weights ...
+    meta = {"task": "depth", "arch": "depth_cnn", "arch_kwargs": {"encoder": "resnet18", "width": 16}}  # ... as depth
+    save_checkpoint(tmp_path / "w.safetensors", state, meta)
+    with pytest.raises(CheckpointError, match=r"weights do not fit model depth_cnn: \d+ missing keys \[net\.") as e:
+        load_model(tmp_path / "w.safetensors")
+    assert "unexpected keys" in str(e.value) and "\n" not in str(e.value)

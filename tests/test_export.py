@@ -186,3 +186,23 @@ def test_bad_input_is_one_line(seg: Path, tmp_path: Path) -> None:
     garbage.write_bytes(b"not a model")
     code, text = run_cli("segment", "val", f"model={garbage}", "workers=0")
     assert code == 2 and "junk.onnx" in text and len(text.strip().splitlines()) <= 3
+
+
+def test_official_dav2_checkpoint_exports(tmp_path: Path) -> None:
+    """An official Depth-Anything-V2 file (here: random weights in its layout) exports to ONNX: the task is
+    found from the file, the DINOv2 pos-embed traces (its graph holds the export size, so the dynamic-H/W
+    check falls back to fixed H/W with a note), and ONNX Runtime matches PyTorch."""
+    from visionlab.models.dpt import DPTDepth
+
+    torch.manual_seed(0)
+    net = DPTDepth("vits")
+    official = net.net.state_dict()  # the wrapped network keeps the official key layout (pretrained.*, depth_head.*)
+    pth = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(official, pth)
+    out = tmp_path / "dav2.onnx"
+    code, text = run_cli("export", f"model={pth}", "format=onnx", "imgsz=[42,56]", f"out={out}", "data=synthetic",
+                         "synthetic_val=4", *FAST)
+    assert code == 0, text
+    record = _parity(out)
+    assert record["parity"]["max_abs_diff"] < 1e-3 and not record["dynamic_hw"] and "fixed H/W" in record["note"]
+    assert read_model_meta(out)["task"] == "depth"

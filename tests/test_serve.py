@@ -202,6 +202,8 @@ def test_content_negotiation(client):
     assert negotiate(formats, None, "*/*;q=0.1, application/json", "m") == "json"
     with pytest.raises(ApiError):
         negotiate(formats, None, "application/json;q=0", "m")
+    assert negotiate(formats, None, "image/png;q=0, */*", "m") == "json"  # an explicit q=0 refuses PNG
+    assert negotiate(formats, None, "image/*;q=0, image/png, */*;q=0.5", "m") == "png16"  # more specific wins
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -223,7 +225,7 @@ def _bad_corpus() -> list[tuple[str, bytes, str, int, str]]:
         ("GIF (not accepted)", encode(scene(), "GIF"), "a.gif", 415, "unsupported_type"),
         ("truncated PNG", good[: len(good) // 2], "a.png", 422, "truncated"),
         ("corrupt JPEG data", jpeg[:200] + bytes(len(jpeg) - 200), "a.jpg", 422, "corrupt"),
-        ("decompression bomb header", bytes(bomb), "a.png", 413, "too_large"),  # data.io's global guard
+        ("decompression bomb header", bytes(bomb), "a.png", 413, "too_many_pixels"),
         ("header over the server's pixel limit", bytes(big), "a.png", 413, "too_many_pixels"),
         ("file over the size limit", good[:8] + bytes(LIMITS.max_bytes), "a.png", 413, "too_large"),
         ("2x2 image", encode(np.zeros((2, 2, 3), np.uint8)), "a.png", 422, "too_small"),
@@ -351,6 +353,11 @@ def test_full_queue_answers_503_with_retry_after(runs):
     t.join(10)
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["code"] == "busy"
     assert first[0].status_code == 200
+    # a refused upload gives its place back (it was admitted before being decoded)
+    assert c.post("/predict/seg", files={"file": ("a.png", b"")}).status_code == 400
+    assert c.post("/predict/seg", files={"file": ("a.png", b"not an image")}).status_code == 415
+    assert served.batcher.pending == 0
+    assert c.post("/predict/seg", files={"file": ("a.png", encode(scene()))}).status_code == 200
 
 
 # ----------------------------------------------------------------------------- micro-batching
@@ -396,6 +403,25 @@ def test_model_references_and_settings(tmp_path):
         parse_serve_args(["model=a", "max_btch=4"])
     with pytest.raises(ConfigError, match="port=x"):
         parse_serve_args(["model=a", "port=x"])
+    with pytest.raises(ConfigError, match="device=foo not understood"):
+        parse_serve_args(["model=a", "device=foo"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            parse_serve_args(["model=a", "device=cuda"])
+    assert parse_serve_args(["model=a", "device=cpu"])[3].device == "cpu"
+
+
+def test_nan_weights_are_refused_at_start(runs, tmp_path):
+    from visionlab.serve.models import load_served_model
+    from visionlab.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    for key in ("seg", "cls"):  # segment: an argmax would hide NaN logits behind an all-zero mask
+        state, meta, _ = load_checkpoint(runs[key] / "weights" / "best.safetensors")
+        name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim > 1)
+        state[name] = torch.full_like(state[name], float("nan"))
+        save_checkpoint(tmp_path / key / "weights" / "best.safetensors", state, meta)
+        with pytest.raises(CheckpointError, match="NaN or infinite"):
+            load_served_model(key, str(tmp_path / key))
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -416,3 +442,21 @@ def test_background_loading(runs):
         time.sleep(0.05)
     assert c.get("/ready").status_code == 200
     assert c.post("/predict/seg", files={"file": ("a.png", encode(scene()))}).status_code == 200
+
+
+def test_exported_file_reports_its_own_parity_not_the_checkpoint_metrics(runs, tmp_path):
+    import shutil
+
+    from visionlab.serve.models import run_metrics
+
+    weights = runs["seg"] / "weights"
+    assert run_metrics(weights / "best.safetensors") == {"miou": 0.42}  # results.json of the run
+    exported = tmp_path / "weights" / "best_int8.onnx"
+    exported.parent.mkdir()
+    shutil.copy(runs["seg"] / "results.json", tmp_path / "results.json")
+    exported.write_bytes(b"")
+    assert run_metrics(exported) is None  # no parity file: nothing measured on this file
+    Path(f"{exported}.parity.json").write_text(json.dumps({"parity": {
+        "metric": "miou", "reference": 0.42, "exported": 0.4188, "images": 4}}))
+    assert run_metrics(exported) == {"miou": 0.4188, "checkpoint_miou": 0.42, "images": 4,
+                                     "measured_by": "export parity check"}

@@ -43,6 +43,7 @@ from visionlab.data.depth_layouts import (
 )
 from visionlab.data.io import IMAGE_SUFFIXES, DataError, PathLike, read_image
 from visionlab.data.segmentation import SYNTHETIC_SEED_BASE, resize_image, resize_mask
+from visionlab.data.synthetic_base import check_render_size
 from visionlab.data.synthetic_rooms import is_room
 from visionlab.data.transforms import train_transform
 from visionlab.metrics.depth import eval_crop_mask
@@ -72,6 +73,7 @@ class DepthDataset(Dataset):
         items: list[DepthItem] = []
         for si, source in enumerate(self.sources):
             if source.kind == "synthetic":
+                check_render_size(self.size)
                 if split not in SYNTHETIC_SEED_BASE:
                     raise DataError(f"data=synthetic has splits train, val and test, not '{split}'")
                 n = cfg.synthetic_train if split == "train" else cfg.synthetic_val

@@ -215,6 +215,9 @@ def parse_depth_spec(spec: str, cfg: Any = None) -> list[DepthSource]:
         return _yaml_sources(path, cfg)
     if path.exists():
         return [_path_source(path, "folder", {}, cfg, f"data={spec}")]
+    if sep and len(kind) > 1 and "/" not in kind:  # data=camvid:DIR: a KIND: prefix depth does not know
+        raise DataError(f"data={spec}: '{kind}:' is not a depth dataset kind (known: "
+                        f"{', '.join(sorted(KIND_DEFAULTS))}); accepted forms: {ACCEPTED_FORMS}")
     raise DataError(f"data={spec}: {path} does not exist; accepted forms: {ACCEPTED_FORMS}", "missing")
 
 

@@ -70,8 +70,9 @@ _PIL_LIMIT_LOCK = threading.Lock()
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
 
 
-def _open(path: Path, fp: BinaryIO | None = None) -> Image.Image:
-    """Open (header only) and enforce the pixel limit before anything is decoded."""
+def _open(path: Path, fp: BinaryIO | None = None, pixel_limit: bool = True) -> Image.Image:
+    """Open (header only) and enforce the pixel limit before anything is decoded (``pixel_limit=False``: the
+    caller checks its own limit on ``img.size`` before decoding, as the server does)."""
     source = fp if fp is not None else path
     try:
         with _PIL_LIMIT_LOCK:
@@ -98,7 +99,7 @@ def _open(path: Path, fp: BinaryIO | None = None) -> Image.Image:
     except _DECODE_ERRORS as e:
         raise DataError(f"{path}: corrupt image header ({type(e).__name__}: {e})", "corrupt") from None
     w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:
+    if pixel_limit and w * h > MAX_IMAGE_PIXELS:
         img.close()
         raise DataError(
             f"{path}: image header says {w}x{h} = {w * h:,} pixels, more than the limit of "
@@ -143,22 +144,33 @@ def _image_to_rgb(img: Image.Image, path: Path) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # copy: PIL's buffer is read-only
 
 
-def _read_image(path: PathLike, fp: BinaryIO | None = None) -> np.ndarray:
+def _read_image(path: PathLike, fp: BinaryIO | None = None, upright: bool = False) -> np.ndarray:
     path = Path(path)
     with _open(path, fp) as img:
         _decode(img, path)
-        # No EXIF transpose on purpose: label maps have no EXIF, rotating only the image would
-        # misalign image and label.
-        return _image_to_rgb(img, path)
+        return _image_to_rgb(upright_image(img) if upright else img, path)
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def upright_image(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (phone photos); itself when there is nothing to turn or
+    the EXIF block is broken (a readable image is never rejected for its metadata)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        return img
+
+
+def read_image(path: PathLike, upright: bool = False) -> np.ndarray:
     """Read an image as HxWx3 uint8 RGB (grey, RGBA, palette, 16-bit converted).
 
+    ``upright``: apply the EXIF orientation, as predict and the server do for photos. Off for datasets and
+    pseudo labels: label maps have no EXIF, so turning only the image would misalign image and label.
     Raises DataError for a missing file, a non-image, corrupt or truncated data, or more pixels
     than MAX_IMAGE_PIXELS (checked from the header before decoding).
     """
-    return _read_image(path)
+    return _read_image(path, upright=upright)
 
 
 def _label_to_ids(img: Image.Image, path: Path) -> np.ndarray:

@@ -50,8 +50,11 @@ class SegmentationDataset(Dataset):
         if self.spec.kind == "synthetic":
             from visionlab.data.io import DataError
 
+            from visionlab.data.synthetic_base import check_render_size
+
             if split not in SYNTHETIC_SEED_BASE:
                 raise DataError(f"data=synthetic has splits train, val and test, not '{split}'")
+            check_render_size(tuple(self.size))
             n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
             base = SYNTHETIC_SEED_BASE[split]
             self.items: list[Any] = [base + i for i in range(n)]

@@ -14,6 +14,16 @@ from visionlab.data.categories import CATEGORY_NAMES
 FLAT, CONSTRUCTION, OBJECT, NATURE, SKY, HUMAN, VEHICLE = (
     CATEGORY_NAMES.index(n) for n in ("flat", "construction", "object", "nature", "sky", "human", "vehicle"))
 SKY_DEPTH = 1000.0  # metres: the sky, far beyond any surface (trained on as ~zero disparity, not scored)
+MIN_SIDE = 32  # the renderers' smallest scene side
+
+
+def check_render_size(size: tuple[int, int]) -> None:
+    """DataError (one line naming imgsz) when the synthetic scenes cannot be rendered at ``size``."""
+    if min(size) < MIN_SIDE:
+        from visionlab.data.io import DataError
+
+        raise DataError(f"data=synthetic: scenes are rendered at imgsz and need at least {MIN_SIDE} px a side, "
+                        f"got imgsz={list(size)}")
 
 
 def pal(*rgb: int) -> np.ndarray:

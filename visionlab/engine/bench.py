@@ -278,7 +278,7 @@ def run_bench(overrides: dict[str, Any]) -> Path:
     from visionlab.engine.bench_report import best_variant, plot_latency, plot_pareto, write_tables
     from visionlab.engine.evaluator import eval_config, make_eval_loader
     from visionlab.engine.export import calibration_dataset, real_images
-    from visionlab.engine.model_io import check_input_size, load_model, read_model_meta, resolve_weights
+    from visionlab.engine.model_io import check_input_size, load_model, read_any_model_meta, resolve_weights
     from visionlab.engine.onnx_model import cpu_flags, is_onnx_file
     from visionlab.tasks.base import get_task
     from visionlab.utils.files import atomic_write_json, atomic_write_text
@@ -290,7 +290,7 @@ def run_bench(overrides: dict[str, Any]) -> Path:
     if is_onnx_file(rest["model"]):
         raise ConfigError(f"model={rest['model']}: bench the .safetensors checkpoint (it builds the ONNX variants)")
     weights = resolve_weights(rest["model"])
-    meta0 = read_model_meta(weights)
+    meta0 = read_any_model_meta(weights)
     task = get_task(meta0["task"])
     rest["model"] = str(weights)
     rest.setdefault("project", "runs/bench")  # bench runs of every task side by side

@@ -217,7 +217,7 @@ def run_export(overrides: dict[str, Any]) -> dict[str, Any]:
     parity record (also printed)."""
     from visionlab.cfg import ConfigError
     from visionlab.engine.evaluator import eval_config
-    from visionlab.engine.model_io import check_input_size, load_model, read_model_meta, resolve_weights
+    from visionlab.engine.model_io import check_input_size, load_model, read_any_model_meta, resolve_weights
     from visionlab.engine.onnx_model import OnnxModel, is_onnx_file, write_onnx_meta
     from visionlab.tasks.base import get_task
     from visionlab.utils.runtime import configure_cpu
@@ -231,7 +231,7 @@ def run_export(overrides: dict[str, Any]) -> dict[str, Any]:
     if is_onnx_file(rest["model"]):
         raise ConfigError(f"model={rest['model']}: already exported; export from the .safetensors checkpoint")
     weights = resolve_weights(rest["model"])
-    task = get_task(read_model_meta(weights)["task"])
+    task = get_task(read_any_model_meta(weights)["task"])
     rest["model"] = str(weights)
     cfg = eval_config(task, rest, "export")
     configure_cpu(cfg.threads)

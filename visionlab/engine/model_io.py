@@ -51,6 +51,22 @@ def read_model_meta(ref: str | Path, task: Any | None = None) -> dict[str, Any]:
     return _foreign(path, task)[1]
 
 
+def read_any_model_meta(ref: str | Path) -> dict[str, Any]:
+    """``read_model_meta`` for a file of any task, an official release's weights included (each task is asked
+    whether it can read the file); its "task" key says whose it is."""
+    from visionlab.tasks.base import get_task, task_names
+
+    try:
+        return read_model_meta(ref)
+    except CheckpointError as first:
+        for name in task_names():
+            try:
+                return {**read_model_meta(ref, get_task(name)), "task": name}
+            except CheckpointError:
+                continue
+        raise first from None
+
+
 def _foreign(path: Path, task: Any | None) -> tuple[nn.Module, dict[str, Any]]:
     loaded = task.load_foreign_checkpoint(path) if task is not None else None
     if loaded is None:
@@ -80,10 +96,25 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu", task: Any | 
     model = build_from_meta(meta)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit model {meta['arch']}: {str(e).splitlines()[0]}") from None
+    except RuntimeError:
+        raise CheckpointError(f"{path}: weights do not fit model {meta['arch']}: "
+                              f"{_state_mismatch(model.state_dict(), state)}") from None
     meta["path"] = str(path)
     return model.to(device).eval(), meta
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], show: int = 3) -> str:
+    """Which keys are missing, unexpected or of another shape: the first few of each, with counts."""
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (f" ... (+{len(keys) - show})" if len(keys) > show else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} {list(given[k].shape)} vs {list(expected[k].shape)}" for k in expected
+              if k in given and given[k].shape != expected[k].shape]
+    parts = [f"{len(v)} {what} [{names(v)}]" for what, v in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if v]
+    return "; ".join(parts) or "the state dict does not load"
 
 
 def check_input_size(model: nn.Module, cfg: Any, model_name: str) -> None:

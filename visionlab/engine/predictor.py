@@ -22,8 +22,8 @@ from visionlab.utils.runtime import configure_cpu, increment_path
 class ImageFiles(Dataset):
     """(path, output name) pairs -> decoded images; an unreadable file becomes a reason, not a crash."""
 
-    def __init__(self, items: list[tuple[Path, str]]):
-        self.items = items
+    def __init__(self, items: list[tuple[Path, str]], upright: bool = False):
+        self.items, self.upright = items, upright
 
     def __len__(self) -> int:
         return len(self.items)
@@ -31,7 +31,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path, name = self.items[i]
         try:
-            return {"path": str(path), "name": name, "image": read_image(path), "error": None}
+            return {"path": str(path), "name": name, "image": read_image(path, self.upright), "error": None}
         except DataError as e:
             return {"path": str(path), "name": name, "image": None, "error": str(e)}
 
@@ -40,8 +40,10 @@ def _as_list(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return samples  # images differ in size: infer resizes them, so no stacking here
 
 
-def image_loader(items: list[tuple[Path, str]], batch: int, workers: int) -> DataLoader:
-    return DataLoader(ImageFiles(items), batch_size=batch, num_workers=workers, collate_fn=_as_list)
+def image_loader(items: list[tuple[Path, str]], batch: int, workers: int, upright: bool = False) -> DataLoader:
+    """``upright``: EXIF orientation applied (predict on photos; never for pseudo labels, which must match the
+    pixels a dataset reads)."""
+    return DataLoader(ImageFiles(items, upright), batch_size=batch, num_workers=workers, collate_fn=_as_list)
 
 
 def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def run_predict(task: Task, cfg: Any) -> dict[str, Any]:
     save_dir = Path(dist.broadcast_object(str(increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok))))
     save_dir.mkdir(parents=True, exist_ok=True)
     done, skipped, records = [], [], []
-    loader = image_loader(items, cfg.batch, cfg.workers)
+    loader = image_loader(items, cfg.batch, cfg.workers, upright=True)  # as the server: phone photos upright
     for batch in track(loader, total=len(loader), description="predict"):
         for sample in batch:
             if sample["error"]:

@@ -125,6 +125,10 @@ class DinoVisionTransformer(nn.Module):
 
     def interpolate_pos_encoding(self, n_tokens: int, height: int, width: int) -> torch.Tensor:
         """Pos-embed for an ``height x width`` input, resampled exactly as the official DINOv2 code does."""
+        # python ints: under ONNX tracing the sizes are tensors, and interpolate's scale_factor must be floats (the
+        # traced graph then holds the export size: `visionlab export` checks another size and falls back to
+        # fixed H/W)
+        n_tokens, height, width = int(n_tokens), int(height), int(width)
         if n_tokens - 1 == POS_GRID * POS_GRID and height == width:
             return self.pos_embed
         pos = self.pos_embed.float()

@@ -169,12 +169,20 @@ def negotiate(formats: dict[str, str], requested: str | None, accept: str | None
                     q = float(p[2:])
                 except ValueError:
                     q = 0.0
-        if media and q > 0:
+        if media:
             ranges.append((-q, i, media.lower()))
-    for _, _, media in sorted(ranges):
+    listed = {media for _, _, media in ranges}
+    # q=0 refuses a type ("image/png;q=0, */*" must not answer PNG), unless a more specific range accepts it
+    refused = {m for q, _, m in ranges if q == 0}
+
+    def allowed(media_type: str) -> bool:
+        family = media_type.split("/")[0] + "/*"
+        return media_type not in refused and (family not in refused or media_type in listed - refused)
+
+    for _, _, media in sorted(r for r in ranges if r[0] < 0):
         for name, media_type in formats.items():
-            if media in ("*/*", "*") or media == media_type or (media.endswith("/*") and
-                                                                 media_type.startswith(media[:-1])):
+            if allowed(media_type) and (media in ("*/*", "*") or media == media_type or (
+                    media.endswith("/*") and media_type.startswith(media[:-1]))):
                 return name
     raise ApiError(406, "not_acceptable", f"Accept: {accept[:200]}: model {model} answers in "
                                           f"{', '.join(sorted(set(formats.values())))} (or use ?format=)")
@@ -327,18 +335,25 @@ def create_app(models: list[str] | list[ServedModel], settings: ServeSettings | 
     ) -> Response:
         served = served_model(name)
         fmt = negotiate(served.task.response_formats, format, request.headers.get("accept"), name)
-        data = await file.read(settings.limits.max_bytes + 1)
-        try:
-            image = await run_in_threadpool(decode_upload, data, file.filename or "upload", settings.limits)
-        except UploadError as e:
-            raise ApiError(e.status, e.code, str(e)) from None
-        finally:
-            del data
-        try:
-            future = served.batcher.submit(image)
+        try:  # admitted before decoding: max_pending bounds the decoded images in memory, not only the queue
+            served.batcher.admit()
         except QueueFull as e:
             metrics.rejected.labels(name).inc()
             raise ApiError(503, "busy", f"{e}; retry later", {"Retry-After": str(settings.retry_after_s)}) from None
+        submitted = False
+        try:
+            data = await file.read(settings.limits.max_bytes + 1)
+            try:
+                image = await run_in_threadpool(decode_upload, data, file.filename or "upload", settings.limits)
+            except UploadError as e:
+                raise ApiError(e.status, e.code, str(e)) from None
+            finally:
+                del data
+            future = served.batcher.submit(image, admitted=True)
+            submitted = True
+        finally:
+            if not submitted:
+                served.batcher.cancel()
         metrics.queued.labels(name).inc()
         try:
             result = await asyncio.wrap_future(future)

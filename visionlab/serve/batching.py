@@ -46,12 +46,23 @@ class MicroBatcher:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, image: np.ndarray) -> Future:
-        """Queue one image; its Future resolves to the result (or the exception ``infer`` raised)."""
+    def admit(self) -> None:
+        """Take a place before the image exists (the server admits a request before decoding it, so a burst
+        of uploads cannot fill memory with decoded images); then ``submit(image, admitted=True)`` or ``cancel()``."""
         with self._lock:
             if self._pending >= self.max_pending or not self._thread.is_alive():
                 raise QueueFull(f"model {self.name}: {self._pending} images already queued")
             self._pending += 1
+
+    def cancel(self) -> None:
+        """Give back a place taken by ``admit`` (the upload was refused)."""
+        with self._lock:
+            self._pending -= 1
+
+    def submit(self, image: np.ndarray, admitted: bool = False) -> Future:
+        """Queue one image; its Future resolves to the result (or the exception ``infer`` raised)."""
+        if not admitted:
+            self.admit()
         future: Future = Future()
         future.add_done_callback(self._release)
         self._queue.put((image, future))

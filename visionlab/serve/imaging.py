@@ -53,9 +53,7 @@ def sniff(data: bytes) -> str | None:
 
 def decode_upload(data: bytes, filename: str = "upload", limits: UploadLimits = UploadLimits()) -> np.ndarray:
     """Uploaded bytes -> HxWx3 uint8 RGB (EXIF orientation applied), or UploadError (413 / 415 / 422 / 400)."""
-    from PIL import ImageOps
-
-    from visionlab.data.io import _decode, _image_to_rgb, _open  # the project's safe decoding steps
+    from visionlab.data.io import _decode, _image_to_rgb, _open, upright_image  # the project's safe decoding steps
 
     name = filename or "upload"
     if not data:
@@ -67,7 +65,9 @@ def decode_upload(data: bytes, filename: str = "upload", limits: UploadLimits = 
         raise UploadError(415, "unsupported_type", f"{name}: not a supported image (the file's content is none of "
                                                    f"{', '.join(ACCEPTED_TYPES)})")
     try:
-        with _open(name, io.BytesIO(data)) as img:  # header only; data.io's own pixel limit applies too
+        # header only; the server's max_pixels replaces data.io's process-wide guard (whose message would
+        # name a server environment variable to the client)
+        with _open(name, io.BytesIO(data), pixel_limit=False) as img:
             w, h = img.size
             if w * h > limits.max_pixels:
                 raise UploadError(413, "too_many_pixels", f"{name}: {w}x{h} = {w * h:,} pixels, more than the "
@@ -75,11 +75,7 @@ def decode_upload(data: bytes, filename: str = "upload", limits: UploadLimits = 
             if min(w, h) < limits.min_side:
                 raise UploadError(422, "too_small", f"{name}: {w}x{h} image; need at least {limits.min_side} px a side")
             _decode(img, name)
-            try:
-                upright = ImageOps.exif_transpose(img)  # a new image when rotated, the same one otherwise
-            except Exception:  # noqa: BLE001  a broken EXIF block must not reject a readable image
-                upright = img
-            return _image_to_rgb(upright, name)
+            return _image_to_rgb(upright_image(img), name)  # as `visionlab TASK predict` reads photos
     except DataError as e:
         status = {"too_large": 413, "missing": 400}.get(e.kind, 422)
         raise UploadError(status, e.kind, str(e)) from None

@@ -75,7 +75,17 @@ def default_name(path: Path) -> str:
 
 
 def run_metrics(weights: Path) -> dict[str, Any] | None:
-    """The final validation metrics in the model's run folder (results.json), if it has one."""
+    """The final validation metrics in the model's run folder (results.json), if it has one. An exported
+    file (ONNX, INT8, ...) is not the checkpoint those metrics are of: its own export parity check
+    (``<file>.parity.json``: the fitness metric on a few val images, beside the checkpoint's on the same
+    images) when there is one, else nothing."""
+    if weights.suffix != ".safetensors":
+        try:
+            parity = json.loads(Path(f"{weights}.parity.json").read_text())["parity"]
+            return {parity["metric"]: parity["exported"], f"checkpoint_{parity['metric']}": parity["reference"],
+                    "images": parity["images"], "measured_by": "export parity check"}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
     run = weights.parent.parent if weights.parent.name == "weights" else weights.parent
     try:
         results = json.loads((run / "results.json").read_text())
@@ -127,8 +137,26 @@ def load_served_model(name: str, ref: str, device: str = "cpu") -> ServedModel:
     keep_aspect = bool((meta.get("config") or {}).get("keep_aspect")) and not getattr(model, "fixed_hw", None)
     served = ServedModel(name, task, model, meta, imgsz, weights, run_metrics(weights), keep_aspect)
     try:
-        served.infer([np.zeros((*imgsz, 3), np.uint8)])
+        probe = served.infer([np.zeros((*imgsz, 3), np.uint8)])
     except Exception as e:  # noqa: BLE001  any failure here is the checkpoint's, reported in one line
         raise CheckpointError(f"{weights}: the model does not run on a {imgsz[1]}x{imgsz[0]} image "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    # NaN / inf weights: every answer would be garbage (an all-zero mask) or a 500; weights checked too because
+    # an argmax hides a NaN output
+    tensors = list(model.state_dict().values()) if hasattr(model, "state_dict") else []
+    if not all(_finite(out) for out in probe) or not all(_finite(t) for t in tensors):
+        raise CheckpointError(f"{weights}: NaN or infinite values in the model's weights or in its output on a "
+                              "blank image (damaged or diverged checkpoint); refusing to serve it")
     return served
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in a task's inference result (array, tensor, dict / list of them) is finite."""
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    return not np.issubdtype(arr.dtype, np.floating) or bool(np.isfinite(arr).all())

@@ -25,7 +25,7 @@ SERVE_KEYS: dict[str, tuple[type, str]] = {
     "host": (str, "address to listen on (default 127.0.0.1; 0.0.0.0 in a container)"),
     "port": (int, "port (default 8000)"),
     "api_key": (str, "require this X-API-Key header on /models, /predict and /metrics"),
-    "device": (str, "cpu | cuda | cuda:N"),
+    "device": (str, "cpu | cuda | cuda:N | auto"),
     "max_batch": (int, "images per model call (micro-batching of concurrent requests)"),
     "max_wait_ms": (float, "how long a batch waits for more images"),
     "max_pending": (int, "images admitted per model before answering 503"),
@@ -69,6 +69,13 @@ def parse_serve_args(args: list[str]) -> tuple[list[str], str, int, ServeSetting
     log_level = str(values.pop("log_level", "info")).lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level={log_level}: expected debug, info, warning or error")
+    if "device" in values:  # checked here: an unusable device is one line, not a traceback from the first load
+        from visionlab.utils.runtime import EnvironmentProblem, select_device
+
+        try:
+            values["device"] = str(select_device(str(values["device"])))
+        except EnvironmentProblem as e:
+            raise ConfigError(str(e)) from None
     if not values.get("api_key"):
         values.pop("api_key", None)  # api_key= (empty, e.g. from an unset compose variable): no key
     return models, host, port, ServeSettings(limits=limits, **values), log_level  # type: ignore[arg-type]

@@ -347,7 +347,7 @@ def features(task: Any, overrides: dict[str, Any]) -> Path:
     save_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     for path, name in zip(sources, output_names(sources)):
-        image = task.prepare(read_image(path), tuple(cfg.imgsz))
+        image = task.prepare(read_image(path, upright=True), tuple(cfg.imgsz))
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device)
         maps = torch.stack([f[0].float().cpu() for f in model.features(x)])  # layers x C x h x w
         np.save(save_dir / f"{name}.npy", maps.numpy())
