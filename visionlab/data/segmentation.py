@@ -54,7 +54,7 @@ class SegmentationDataset(Dataset):
 
             if split not in SYNTHETIC_SEED_BASE:
                 raise DataError(f"data=synthetic has splits train, val and test, not '{split}'")
-            check_render_size(tuple(self.size))
+            check_render_size(self.size)
             n = cfg.synthetic_train if split == "train" else cfg.synthetic_val
             base = SYNTHETIC_SEED_BASE[split]
             self.items: list[Any] = [base + i for i in range(n)]

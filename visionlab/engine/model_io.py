@@ -3,8 +3,9 @@ input-size rule every mode checks (it comes from the model's ``input_multiple``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -12,6 +13,8 @@ from torch import nn
 from visionlab.engine.onnx_model import is_onnx_file
 from visionlab.models.registry import create_model
 from visionlab.utils.checkpoint import CheckpointError, is_visionlab_checkpoint, load_checkpoint
+
+T = TypeVar("T")
 
 
 def looks_like_checkpoint(ref: str) -> bool:
@@ -51,20 +54,28 @@ def read_model_meta(ref: str | Path, task: Any | None = None) -> dict[str, Any]:
     return _foreign(path, task)[1]
 
 
-def read_any_model_meta(ref: str | Path) -> dict[str, Any]:
-    """``read_model_meta`` for a file of any task, an official release's weights included (each task is asked
-    whether it can read the file); its "task" key says whose it is."""
+def try_each_task(read: Callable[[Any], T]) -> tuple[T, str | None]:
+    """``read(None)`` for a file that names its task (a visionlab checkpoint or export), else ``read(task)`` for
+    each task in turn (files only a task understands, like an official release's weights): (what ``read``
+    returned, the name of the task that read it or None). The first CheckpointError when no task can."""
     from visionlab.tasks.base import get_task, task_names
 
     try:
-        return read_model_meta(ref)
+        return read(None), None
     except CheckpointError as first:
         for name in task_names():
             try:
-                return {**read_model_meta(ref, get_task(name)), "task": name}
+                return read(get_task(name)), name
             except CheckpointError:
                 continue
         raise first from None
+
+
+def read_any_model_meta(ref: str | Path) -> dict[str, Any]:
+    """``read_model_meta`` for a file of any task, an official release's weights included; its "task" key
+    says whose it is."""
+    meta, task = try_each_task(lambda t: read_model_meta(ref, t))
+    return {**meta, "task": task} if task else meta
 
 
 def _foreign(path: Path, task: Any | None) -> tuple[nn.Module, dict[str, Any]]:

@@ -98,20 +98,10 @@ def run_metrics(weights: Path) -> dict[str, Any] | None:
 def _load_any_task(path: str, device: str) -> tuple[Any, dict[str, Any], Task]:
     """Load with the task the checkpoint names; files only a task understands (an official release's
     weights) are offered to every task in turn."""
-    from visionlab.engine.model_io import load_model
-    from visionlab.tasks.base import get_task, task_names
+    from visionlab.engine.model_io import load_model, try_each_task
+    from visionlab.tasks.base import get_task
 
-    try:
-        model, meta = load_model(path, device)
-    except CheckpointError as first:
-        for name in task_names():
-            try:
-                model, meta = load_model(path, device, get_task(name))
-                break
-            except CheckpointError:
-                continue
-        else:
-            raise first from None
+    (model, meta), _ = try_each_task(lambda t: load_model(path, device, t))
     try:
         task = get_task(meta.get("task"))
     except ValueError:
